@@ -1,0 +1,129 @@
+# tend — build with `make`, test with `make check`, install with `make install`.
+# Variables: PREFIX (/usr/local), DESTDIR, BUILD (build dir, default build), SAN=1 (ASan+UBSan),
+# STATIC=1 (a statically linked `tend` program), V=1 (show commands).
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BUILD      ?= build
+
+VERSION := $(shell sed -n 's/^#define TEND_VERSION "\(.*\)"/\1/p' include/tend.h)
+SONAME_MAJOR := 0
+
+CC       ?= cc
+PKG_DEPS := zlib jansson libsodium
+DEP_CFLAGS := $(shell pkg-config --cflags $(PKG_DEPS) 2>/dev/null)
+DEP_LIBS   := $(shell pkg-config --libs $(PKG_DEPS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2 -Wvla
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -fvisibility=hidden -Iinclude -Ilib $(DEP_CFLAGS) \
+            -D_GNU_SOURCE -DTEND_BUILD
+LDLIBS   += $(DEP_LIBS)
+
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+ifneq ($(V),1)
+Q := @
+endif
+
+LIB_SRC  := $(sort $(wildcard lib/*.c))
+PROG_SRC := $(sort $(wildcard src/*.c))
+LIB_OBJ_PIC := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+PROG_OBJ := $(PROG_SRC:%.c=$(BUILD)/%.o)
+TEST_C   := $(sort $(wildcard tests/unit/*.c))
+TEST_BIN := $(TEST_C:tests/unit/%.c=$(BUILD)/tests/%)
+
+STATIC_LIB := $(BUILD)/libtend.a
+SHARED_LIB := $(BUILD)/libtend.so.$(VERSION)
+PROGRAM    := $(BUILD)/tend
+HELPER     := $(BUILD)/tests/helper
+
+.PHONY: all check test clean install uninstall static deps
+.SECONDARY:
+all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAM) $(BUILD)/tend.pc
+
+# --help text is generated from the man pages: one source for both.
+HELP_H := $(patsubst man/tend-%.1,$(BUILD)/gen/help-%.h,$(wildcard man/tend-*.1))
+$(BUILD)/gen/help-%.h: man/tend-%.1 scripts/man2help.awk
+	@mkdir -p $(dir $@)
+	$(Q)awk -v name=help_$(subst -,_,$*) -f scripts/man2help.awk $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/src/%.o: src/%.c include/tend.h $(wildcard lib/*.h src/*.h) $(HELP_H)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/gen -c -o $@ $<
+
+$(BUILD)/lib/%.o: lib/%.c include/tend.h $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/pic/lib/%.o: lib/%.c include/tend.h $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(STATIC_LIB): $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJ_PIC)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libtend.so.$(SONAME_MAJOR) -o $@ $^ $(LDLIBS)
+	$(Q)ln -sf libtend.so.$(VERSION) $(BUILD)/libtend.so.$(SONAME_MAJOR)
+	$(Q)ln -sf libtend.so.$(VERSION) $(BUILD)/libtend.so
+
+ifeq ($(STATIC),1)
+$(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
+	$(Q)$(CC) $(LDFLAGS) -static -o $@ $(PROG_OBJ) $(STATIC_LIB) $(LDLIBS)
+else
+$(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) $(LDLIBS)
+endif
+
+$(BUILD)/tend.pc: tend.pc.in include/tend.h
+	@mkdir -p $(BUILD)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@DEPS@|$(PKG_DEPS)|' $< > $@
+
+# Test programs: the misbehaving helper and the C unit tests (cmocka).
+$(HELPER): tests/helper.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $< $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(STATIC_LIB) $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -pthread -o $@ $< $(STATIC_LIB) $(LDLIBS) -lcmocka
+
+tests-build: all $(HELPER) $(TEST_BIN)
+.PHONY: tests-build
+
+check test: tests-build
+	$(Q)TEND_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest tests $(PYTEST_ARGS)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(PROGRAM) $(DESTDIR)$(BINDIR)/tend
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libtend.a
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/libtend.so.$(VERSION)
+	ln -sf libtend.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtend.so.$(SONAME_MAJOR)
+	ln -sf libtend.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtend.so
+	install -m 644 include/tend.h $(DESTDIR)$(INCLUDEDIR)/tend.h
+	install -m 644 $(BUILD)/tend.pc $(DESTDIR)$(PKGCONFIGDIR)/tend.pc
+	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/tend $(DESTDIR)$(LIBDIR)/libtend.* \
+	    $(DESTDIR)$(INCLUDEDIR)/tend.h $(DESTDIR)$(PKGCONFIGDIR)/tend.pc
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+
+clean:
+	rm -rf $(BUILD) build-*

@@ -1,0 +1,1307 @@
+/* group.c — a child and all its descendants.
+ *
+ * Two kinds:
+ *  - CGROUP: a cgroup v2 leaf of its own below the calling process's cgroup. The kernel keeps
+ *    the membership: a descendant cannot leave by setsid() or double fork. cgroup.kill (5.14)
+ *    kills the whole tree atomically; cgroup.events says when the last live task has gone.
+ *  - PGROUP: a process group, with this process as child subreaper so that descendants that
+ *    leave the process group are re-parented here and stay visible in /proc. Membership is
+ *    reconstructed from /proc (see pgroup_snapshot() for the exact rule and its limits).
+ *
+ * Members are always reported as live processes: a zombie (state Z with no live thread left)
+ * is not a member. Signals go through pidfds opened after the member list was read and checked
+ * again after opening, so a pid recycled in between is never signalled.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* Bounds. */
+#define GROUP_HINT_MAX 48          /* characters of name_hint kept in the cgroup name */
+#define GROUP_MKDIR_TRIES 16       /* names tried when a stale directory has our name */
+#define GROUP_CG_DEPTH_MAX 32      /* nested cgroups walked below the leaf */
+#define GROUP_MEMBERS_MAX (4u << 20) /* pid_max can be at most 4194304 */
+#define GROUP_SIGNAL_PASSES 8      /* re-reads of the member list in one signal-all */
+#define GROUP_KILL_PASSES 32       /* the same for the SIGKILL fallback without cgroup.kill */
+#define GROUP_FREE_TRIES 8         /* rmdir attempts in tend_group_free() */
+#define GROUP_FREE_WAIT_MS 50      /* wait for cgroup.events between two of them */
+#define GROUP_LINE_MAX 16384       /* one line of mountinfo or /proc/PID/cgroup */
+#define GROUP_CG_MOUNTS_MAX 8
+
+struct empty_listener {
+        group_empty_listener fn; /* NULL: removed during a dispatch, compacted after it */
+        void *userdata;
+};
+
+struct tend_group {
+        tend_loop *loop;
+        enum tend_group_kind kind;
+        /* The empty event: populated is what the event machinery saw last. It goes true when a
+         * process is spawned into the group (or seen in it) and false, with the callbacks,
+         * when the group is seen empty again. */
+        bool populated;
+        tend_group_empty_cb empty_cb;
+        void *empty_userdata;
+        struct empty_listener *listeners;
+        size_t n_listeners, cap_listeners;
+        /* Callbacks may free the group: while they run, tend_group_free() tears everything
+         * down but leaves the memory to the dispatcher, which releases it when they return. */
+        int dispatching;
+        bool dead;
+        struct proc_ladder *ladder; /* a group-only stop ladder, owned by ladder.c */
+
+        /* CGROUP */
+        char *path;        /* absolute directory path, e.g. /sys/fs/cgroup/unified/tend-x-12-1 */
+        char *rel;         /* the same as /proc/PID/cgroup writes it, e.g. /tend-x-12-1 */
+        char *parent_path; /* the directory of the cgroup it was created in */
+        int dir_fd;        /* O_RDONLY directory fd, for CLONE_INTO_CGROUP */
+        int events_fd;     /* cgroup.events, watched for POLLPRI */
+        tend_watch *watch;
+
+        /* PGROUP */
+        pid_t pgid;        /* 0 until the first spawn */
+        bool hook_added;
+        char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
+};
+
+/* ---- process-wide state, detected once ------------------------------------------------ */
+
+struct cg_mount {
+        char *root;  /* the mount's root inside the hierarchy ("/" usually) */
+        char *point; /* where it is mounted */
+};
+
+static pthread_once_t cg_mounts_once = PTHREAD_ONCE_INIT;
+static int cg_mounts_err; /* 0 or -errno: why no cgroup2 mount is usable */
+static size_t cg_mounts_n;
+static struct cg_mount cg_mounts[GROUP_CG_MOUNTS_MAX];
+
+static int cg_kill_state;     /* 0 unknown, 1 cgroup.kill present, -1 absent; atomic */
+static int subreaper_done;    /* atomic */
+static int n_pgroup_groups;   /* live PGROUP groups in the process; atomic */
+static int n_cgroup_groups;   /* live CGROUP groups in the process; atomic */
+static unsigned long cg_name_counter; /* atomic */
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static int sys_pidfd_open(pid_t pid) {
+        /* pidfds are close-on-exec by definition. */
+        long r = syscall(SYS_pidfd_open, pid, 0);
+        return r < 0 ? -errno : (int)r;
+}
+
+static int sys_pidfd_send_signal(int pidfd, int signo) {
+        return syscall(SYS_pidfd_send_signal, pidfd, signo, NULL, 0) < 0 ? -errno : 0;
+}
+
+static int open_proc(void) {
+        int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+/* Reads lines from an fd through a fixed buffer. Lines longer than the buffer are skipped
+ * whole (mountinfo and /proc/PID/cgroup lines are bounded by PATH_MAX in practice, so a
+ * skipped line cannot be one we need). */
+struct line_reader {
+        int fd;
+        char *buf;
+        size_t size, start, end;
+        bool eof, skipping;
+};
+
+static int lr_init(struct line_reader *lr, int fd) {
+        *lr = (struct line_reader){ .fd = fd, .size = GROUP_LINE_MAX };
+        lr->buf = malloc(lr->size);
+        return lr->buf ? 0 : -ENOMEM;
+}
+
+static void lr_done(struct line_reader *lr) {
+        free(lr->buf);
+        lr->buf = NULL;
+}
+
+/* 1 and *ret_line (NUL-terminated, without '\n'), 0 at the end, or -errno. */
+static int lr_next(struct line_reader *lr, char **ret_line) {
+        for (;;) {
+                char *b = lr->buf + lr->start;
+                char *nl = memchr(b, '\n', lr->end - lr->start);
+                if (nl) {
+                        *nl = '\0';
+                        lr->start = (size_t)(nl + 1 - lr->buf);
+                        if (lr->skipping) {
+                                lr->skipping = false;
+                                continue;
+                        }
+                        *ret_line = b;
+                        return 1;
+                }
+                if (lr->eof) {
+                        if (lr->end > lr->start && !lr->skipping) {
+                                lr->buf[lr->end] = '\0';
+                                *ret_line = lr->buf + lr->start;
+                                lr->start = lr->end;
+                                return 1;
+                        }
+                        return 0;
+                }
+                if (lr->start > 0) {
+                        memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+                        lr->end -= lr->start;
+                        lr->start = 0;
+                }
+                if (lr->end == lr->size - 1) {
+                        /* Over-long line: drop it up to its newline. */
+                        lr->skipping = true;
+                        lr->end = 0;
+                }
+                ssize_t n = io_read(lr->fd, lr->buf + lr->end, lr->size - 1 - lr->end);
+                if (n < 0)
+                        return (int)n;
+                if (n == 0)
+                        lr->eof = true;
+                else
+                        lr->end += (size_t)n;
+        }
+}
+
+/* Undo mountinfo's octal escapes (\040 for space, \011, \012, \134) in place. */
+static void unescape_octal(char *s) {
+        char *w = s;
+        for (const char *r = s; *r;) {
+                if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+                    r[3] >= '0' && r[3] <= '7') {
+                        *w++ = (char)(((r[1] - '0') << 6) | ((r[2] - '0') << 3) | (r[3] - '0'));
+                        r += 4;
+                } else {
+                        *w++ = *r++;
+                }
+        }
+        *w = '\0';
+}
+
+/* Is path equal to prefix or below it (on a '/' boundary)? Returns the rest ("" or "/...")
+ * or NULL. A prefix of "/" matches every absolute path. */
+static const char *path_below(const char *path, const char *prefix) {
+        if (strcmp(prefix, "/") == 0)
+                return path[0] == '/' ? path : NULL;
+        size_t n = strlen(prefix);
+        if (strncmp(path, prefix, n) != 0)
+                return NULL;
+        if (path[n] != '\0' && path[n] != '/')
+                return NULL;
+        return path + n;
+}
+
+/* ---- cgroup2 discovery ---------------------------------------------------------------- */
+
+static void cg_mounts_detect(void) {
+        int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                cg_mounts_err = -errno;
+                return;
+        }
+        struct line_reader lr;
+        int r = lr_init(&lr, fd);
+        if (r < 0) {
+                io_close(fd);
+                cg_mounts_err = r;
+                return;
+        }
+        char *line;
+        while ((r = lr_next(&lr, &line)) > 0 && cg_mounts_n < GROUP_CG_MOUNTS_MAX) {
+                /* "ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER".
+                 * The optional fields are zero or more, so the filesystem type is found after
+                 * the lone "-" separator, not at a fixed position. */
+                char *field[6] = { 0 };
+                char *save = NULL;
+                char *tok = strtok_r(line, " ", &save);
+                size_t i = 0;
+                for (; tok && i < 6; i++, tok = strtok_r(NULL, " ", &save))
+                        field[i] = tok;
+                if (i < 6)
+                        continue;
+                while (tok && strcmp(tok, "-") != 0)
+                        tok = strtok_r(NULL, " ", &save);
+                if (!tok)
+                        continue;
+                char *fstype = strtok_r(NULL, " ", &save);
+                if (!fstype || strcmp(fstype, "cgroup2") != 0)
+                        continue;
+                unescape_octal(field[3]);
+                unescape_octal(field[4]);
+                char *root = strdup(field[3]);
+                char *point = strdup(field[4]);
+                if (!root || !point) {
+                        free(root);
+                        free(point);
+                        r = -ENOMEM;
+                        break;
+                }
+                cg_mounts[cg_mounts_n++] = (struct cg_mount){ .root = root, .point = point };
+        }
+        lr_done(&lr);
+        io_close(fd);
+        if (r < 0 && cg_mounts_n == 0)
+                cg_mounts_err = r;
+        else if (cg_mounts_n == 0)
+                cg_mounts_err = -ENOENT; /* no cgroup2 mounted: v1 only, or no cgroups */
+}
+
+/* The 0:: (cgroup v2) path of a process, from "<dirfd>/<file>" (/proc/self/cgroup or
+ * PID/cgroup below an fd of /proc). malloc'd into *ret. -ENOENT when there is no 0:: line,
+ * -ESRCH/-ENOENT when the process is gone. */
+static int read_cgroup_path(int dirfd, const char *file, char **ret) {
+        int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct line_reader lr;
+        int r = lr_init(&lr, fd);
+        if (r < 0) {
+                io_close(fd);
+                return r;
+        }
+        char *line;
+        bool found = false;
+        while ((r = lr_next(&lr, &line)) > 0) {
+                if (strncmp(line, "0::", 3) == 0) {
+                        found = true;
+                        break;
+                }
+        }
+        if (found) {
+                char *p = strdup(line + 3);
+                r = p ? 0 : -ENOMEM;
+                if (p)
+                        *ret = p;
+        } else if (r == 0) {
+                r = -ENOENT;
+        }
+        lr_done(&lr);
+        io_close(fd);
+        return r;
+}
+
+/* The directory of the cgroup v2 path `cg` (as /proc/self/cgroup writes it), malloc'd. */
+static int cg_dir_of(const char *cg, char **ret) {
+        pthread_once(&cg_mounts_once, cg_mounts_detect);
+        if (cg_mounts_err < 0)
+                return cg_mounts_err;
+        /* A mount shows the hierarchy from its root down. Prefer the one showing all of it;
+         * else the one whose root is the deepest ancestor of our cgroup (a container that
+         * bind-mounts only its own subtree). */
+        const struct cg_mount *best = NULL;
+        const char *rest = NULL;
+        size_t best_len = 0;
+        for (size_t i = 0; i < cg_mounts_n; i++) {
+                const char *r = path_below(cg, cg_mounts[i].root);
+                if (!r)
+                        continue;
+                size_t len = strcmp(cg_mounts[i].root, "/") == 0 ? SIZE_MAX
+                                                                 : strlen(cg_mounts[i].root);
+                if (!best || len > best_len) {
+                        best = &cg_mounts[i];
+                        rest = r;
+                        best_len = len;
+                }
+        }
+        if (!best)
+                return -ENOENT; /* our cgroup is outside every visible cgroup2 mount */
+        size_t n = strlen(best->point) + strlen(rest) + 1;
+        if (n > PATH_MAX)
+                return -ENAMETOOLONG;
+        char *dir = malloc(n);
+        if (!dir)
+                return -ENOMEM;
+        /* rest is "" or starts with '/'; a mount point of "/" would give "//x", still valid. */
+        size_t plen = strlen(best->point);
+        memcpy(dir, best->point, plen);
+        memcpy(dir + plen, rest, strlen(rest) + 1);
+        *ret = dir;
+        return 0;
+}
+
+static void name_sanitize(const char *hint, char *out, size_t size) {
+        size_t w = 0;
+        for (const char *c = hint ? hint : ""; *c && w + 1 < size; c++) {
+                bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                          (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-';
+                out[w++] = ok ? *c : '_';
+        }
+        out[w] = '\0';
+}
+
+static bool cg_kill_available(int dir_fd) {
+        int s = __atomic_load_n(&cg_kill_state, __ATOMIC_RELAXED);
+        if (s == 0) {
+                struct stat st;
+                s = fstatat(dir_fd, "cgroup.kill", &st, 0) == 0 ? 1 : -1;
+                __atomic_store_n(&cg_kill_state, s, __ATOMIC_RELAXED);
+        }
+        return s > 0;
+}
+
+/* ---- /proc/PID/stat ------------------------------------------------------------------- */
+
+struct pstat {
+        pid_t ppid, pgid;
+        char state;
+        long nthreads;
+        unsigned long long start; /* clock ticks after boot */
+};
+
+/* -ENOENT/-ESRCH when the process has gone: normal, the caller skips it. */
+static int pstat_read(int procfd, pid_t pid, struct pstat *ret) {
+        char path[32];
+        char buf[4096]; /* 52 numeric fields and a 64-byte comm: well below this */
+        snprintf(path, sizeof path, "%d/stat", (int)pid);
+        ssize_t n = io_read_file_at(procfd, path, buf, sizeof buf);
+        if (n < 0)
+                return (int)n == -EFBIG ? -EIO : (int)n;
+        /* comm is "(...)" and may itself hold spaces and ')': the fields resume after the
+         * last ')'. */
+        char *p = strrchr(buf, ')');
+        if (!p || p[1] != ' ' || !p[2])
+                return -EIO;
+        p += 2;
+        struct pstat s = { .state = *p++ };
+        long long f[20];
+        for (int i = 1; i < 20; i++) {
+                char *end;
+                f[i] = strtoll(p, &end, 10);
+                if (end == p)
+                        return -EIO;
+                p = end;
+        }
+        /* Indexes after the state: 1 ppid, 2 pgrp, 17 num_threads, 19 starttime. */
+        s.ppid = (pid_t)f[1];
+        s.pgid = (pid_t)f[2];
+        s.nthreads = (long)f[17];
+        s.start = (unsigned long long)f[19];
+        *ret = s;
+        return 0;
+}
+
+/* A zombie whose threads have all exited is dead; a zombie thread-group leader whose other
+ * threads still run shows state Z with num_threads >= 2 and is alive. */
+static bool pstat_dead(const struct pstat *s) {
+        return (s->state == 'Z' || s->state == 'X' || s->state == 'x') && s->nthreads <= 1;
+}
+
+/* ---- member vectors ------------------------------------------------------------------- */
+
+struct member {
+        pid_t pid;
+        unsigned long long start;
+};
+
+struct mvec {
+        struct member *v;
+        size_t n, cap;
+};
+
+static int mvec_push(struct mvec *m, pid_t pid, unsigned long long start) {
+        if (m->n == m->cap) {
+                if (m->cap >= GROUP_MEMBERS_MAX)
+                        return -E2BIG;
+                size_t ncap = m->cap ? m->cap * 2 : 64;
+                struct member *nv = realloc(m->v, ncap * sizeof *nv);
+                if (!nv)
+                        return -ENOMEM;
+                m->v = nv;
+                m->cap = ncap;
+        }
+        m->v[m->n++] = (struct member){ .pid = pid, .start = start };
+        return 0;
+}
+
+static void mvec_free(struct mvec *m) {
+        free(m->v);
+        *m = (struct mvec){ 0 };
+}
+
+static int member_cmp(const void *a, const void *b) {
+        const struct member *x = a, *y = b;
+        if (x->pid != y->pid)
+                return x->pid < y->pid ? -1 : 1;
+        if (x->start != y->start)
+                return x->start < y->start ? -1 : 1;
+        return 0;
+}
+
+static void mvec_sort_unique(struct mvec *m) {
+        if (m->n < 2)
+                return;
+        qsort(m->v, m->n, sizeof *m->v, member_cmp);
+        size_t w = 1;
+        for (size_t i = 1; i < m->n; i++)
+                if (member_cmp(&m->v[i], &m->v[w - 1]) != 0)
+                        m->v[w++] = m->v[i];
+        m->n = w;
+}
+
+static bool mvec_contains(const struct mvec *m, const struct member *x) {
+        return m->n && bsearch(x, m->v, m->n, sizeof *m->v, member_cmp);
+}
+
+/* ---- CGROUP members ------------------------------------------------------------------- */
+
+/* Parse cgroup.procs as a stream of decimal pids: it can be long, and its size is not known
+ * in advance (kernfs reports 0). */
+static int cg_read_procs(int dir_fd, struct mvec *out) {
+        int fd = openat(dir_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        char buf[4096];
+        long cur = 0;
+        bool in_num = false;
+        int r = 0;
+        for (;;) {
+                ssize_t n = io_read(fd, buf, sizeof buf);
+                if (n < 0) {
+                        r = (int)n;
+                        break;
+                }
+                for (ssize_t i = 0; i < n && r == 0; i++) {
+                        char c = buf[i];
+                        if (c >= '0' && c <= '9') {
+                                if (cur > INT_MAX / 10)
+                                        r = -EIO;
+                                cur = cur * 10 + (c - '0');
+                                in_num = true;
+                        } else if (in_num) {
+                                r = mvec_push(out, (pid_t)cur, 0);
+                                cur = 0;
+                                in_num = false;
+                        }
+                }
+                if (r < 0)
+                        break;
+                if (n == 0) {
+                        if (in_num)
+                                r = mvec_push(out, (pid_t)cur, 0);
+                        break;
+                }
+        }
+        io_close(fd);
+        return r;
+}
+
+/* cgroup.procs of dir_fd and of every cgroup below it (a delegated member may make its own
+ * sub-cgroups; processes must be inside leaves there). */
+static int cg_collect(int dir_fd, int depth, struct mvec *out) {
+        int r = cg_read_procs(dir_fd, out);
+        if (r == -ENOENT || r == -ENODEV)
+                return 0; /* a sub-cgroup removed while we walk */
+        if (r < 0)
+                return r;
+        if (depth >= GROUP_CG_DEPTH_MAX)
+                return 0;
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ENOENT || errno == ENODEV ? 0 : -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                r = -errno;
+                io_close(fd);
+                return r;
+        }
+        struct dirent *de;
+        while (r == 0 && (de = readdir(d))) {
+                if (de->d_type != DT_DIR || strcmp(de->d_name, ".") == 0 ||
+                    strcmp(de->d_name, "..") == 0)
+                        continue;
+                int sub = openat(dir_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (sub < 0)
+                        continue; /* removed meanwhile */
+                r = cg_collect(sub, depth + 1, out);
+                io_close(sub);
+        }
+        closedir(d);
+        return r;
+}
+
+/* Live members, sorted by pid, each with its start time. */
+static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        struct mvec raw = { 0 };
+        int r = cg_collect(g->dir_fd, 0, &raw);
+        if (r < 0)
+                goto out;
+        mvec_sort_unique(&raw); /* cgroup.procs may list a pid twice after a move back */
+        int procfd = open_proc();
+        if (procfd < 0) {
+                r = procfd;
+                goto out;
+        }
+        for (size_t i = 0; i < raw.n && r == 0; i++) {
+                struct pstat s;
+                if (pstat_read(procfd, raw.v[i].pid, &s) < 0 || pstat_dead(&s))
+                        continue; /* gone or a zombie: not a member */
+                r = mvec_push(out, raw.v[i].pid, s.start);
+        }
+        io_close(procfd);
+out:
+        mvec_free(&raw);
+        return r;
+}
+
+/* ---- PGROUP members ------------------------------------------------------------------- */
+
+struct pent {
+        pid_t pid;
+        struct pstat s;
+        signed char mark; /* in the group through ancestry: -1 unknown, 0 no, 1 yes */
+};
+
+static int pent_cmp(const void *a, const void *b) {
+        const struct pent *x = a, *y = b;
+        return x->pid < y->pid ? -1 : x->pid > y->pid;
+}
+
+/* A direct child of this process: does the subtree below it belong to g? */
+static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
+        tend_proc *p = loop_proc_find(g->loop, pid);
+        if (p)
+                return tend_proc_group(p) == g;
+        /* Not spawned through the loop: an orphan re-parented to us by the subreaper, or a
+         * child the application made itself — they look the same. Only a sole process-group
+         * group that has had a process claims them. */
+        if (g->pgid == 0 || __atomic_load_n(&n_pgroup_groups, __ATOMIC_RELAXED) != 1)
+                return false;
+        /* Orphans of CGROUP groups in the same process are still inside their cgroups; ours
+         * stay in the cgroup we were in. */
+        if (g->own_cg && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
+                char file[32], *cg = NULL;
+                snprintf(file, sizeof file, "%d/cgroup", (int)pid);
+                if (read_cgroup_path(procfd, file, &cg) < 0)
+                        return false;
+                bool same = strcmp(cg, g->own_cg) == 0;
+                free(cg);
+                return same;
+        }
+        return true;
+}
+
+/* Members of a process-group group:
+ *   every live process whose process group is the group's, and
+ *   every live descendant of a process spawned into the group (also after it setsid()s), and,
+ *   when this is the only process-group group of the process, every live descendant of a
+ *   child of this process that was not spawned through the loop — with the subreaper, that is
+ *   where double-forked, setsid()ed descendants end up once their parent has died.
+ * Limits: with several process-group groups, a descendant that left the process group and
+ * whose parent died cannot be attributed and is not a member; with one, children the
+ * application forked itself are counted as the group's. The whole of /proc is read. */
+static int pgroup_snapshot(tend_group *g, struct mvec *out) {
+        int procfd = open_proc();
+        if (procfd < 0)
+                return procfd;
+        int r = 0;
+        struct pent *a = NULL;
+        size_t n = 0, cap = 0, *chain = NULL;
+        int dfd = openat(procfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!d) {
+                r = -errno;
+                io_close(dfd);
+                io_close(procfd);
+                return r;
+        }
+        pid_t self = getpid();
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                char *end;
+                long pid = strtol(de->d_name, &end, 10);
+                if (*end || pid <= 0 || pid > INT_MAX || pid == self)
+                        continue;
+                struct pstat s;
+                if (pstat_read(procfd, (pid_t)pid, &s) < 0)
+                        continue; /* exited since readdir */
+                if (n == cap) {
+                        if (cap >= GROUP_MEMBERS_MAX) {
+                                r = -E2BIG;
+                                break;
+                        }
+                        size_t ncap = cap ? cap * 2 : 256;
+                        struct pent *na = realloc(a, ncap * sizeof *na);
+                        if (!na) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        a = na;
+                        cap = ncap;
+                }
+                a[n++] = (struct pent){ .pid = (pid_t)pid, .s = s, .mark = -1 };
+        }
+        closedir(d);
+        if (r < 0)
+                goto out;
+        qsort(a, n, sizeof *a, pent_cmp);
+        chain = malloc((n ? n : 1) * sizeof *chain);
+        if (!chain) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n && r == 0; i++) {
+                /* Walk up the parents until one is classified, a child of ours, or outside
+                 * the snapshot; the answer then holds for the whole chain. The walk is
+                 * bounded by n since a snapshot taken while pids change could, in theory,
+                 * hold a loop. */
+                size_t len = 0, cur = i;
+                signed char verdict = 0;
+                for (;;) {
+                        struct pent *e = &a[cur];
+                        if (e->mark >= 0) {
+                                verdict = e->mark;
+                                break;
+                        }
+                        if (len == n)
+                                break;
+                        chain[len++] = cur;
+                        if (e->s.ppid == self) {
+                                verdict = pgroup_root_is_ours(g, procfd, e->pid) ? 1 : 0;
+                                break;
+                        }
+                        struct pent key = { .pid = e->s.ppid };
+                        struct pent *parent =
+                                e->s.ppid > 0 ? bsearch(&key, a, n, sizeof *a, pent_cmp) : NULL;
+                        if (!parent)
+                                break;
+                        cur = (size_t)(parent - a);
+                }
+                for (size_t k = 0; k < len; k++)
+                        a[chain[k]].mark = verdict;
+                const struct pent *e = &a[i];
+                if (pstat_dead(&e->s))
+                        continue;
+                if (e->mark == 1 || (g->pgid > 0 && e->s.pgid == g->pgid))
+                        r = mvec_push(out, e->pid, e->s.start);
+        }
+out:
+        free(chain);
+        free(a);
+        io_close(procfd);
+        return r;
+}
+
+/* Live members sorted by (pid, start). */
+static int group_snapshot(tend_group *g, struct mvec *out) {
+        int r = g->kind == TEND_GROUP_CGROUP ? cgroup_snapshot(g, out) : pgroup_snapshot(g, out);
+        if (r < 0) {
+                mvec_free(out);
+                return r;
+        }
+        mvec_sort_unique(out);
+        return 0;
+}
+
+/* ---- signalling one member safely ----------------------------------------------------- */
+
+/* Signal m through a pidfd. Between reading the member list and pidfd_open() the process may
+ * have died and its pid been given to an unrelated process; so after opening, check that the
+ * pidfd's process is still the member: in the cgroup (CGROUP), or the same start time and
+ * alive (PGROUP). While the pidfd's process lives /proc/PID is that process; if it died after
+ * the check, pidfd_send_signal() cannot reach anyone else. Returns 1 signalled, 0 not a
+ * member any more, or -errno (-EPERM). */
+static int signal_member(tend_group *g, int procfd, const struct member *m, int signo) {
+        int fd = sys_pidfd_open(m->pid);
+        if (fd < 0)
+                return fd == -ESRCH ? 0 : fd;
+        int r;
+        if (g->kind == TEND_GROUP_CGROUP) {
+                char file[32], *cg = NULL;
+                snprintf(file, sizeof file, "%d/cgroup", (int)m->pid);
+                r = read_cgroup_path(procfd, file, &cg);
+                if (r == 0) {
+                        r = path_below(cg, g->rel) ? 1 : 0;
+                        free(cg);
+                } else if (r == -ENOENT || r == -ESRCH) {
+                        r = 0;
+                }
+        } else {
+                struct pstat s;
+                r = pstat_read(procfd, m->pid, &s);
+                if (r == 0)
+                        r = s.start == m->start && !pstat_dead(&s) ? 1 : 0;
+                else if (r == -ENOENT || r == -ESRCH)
+                        r = 0;
+        }
+        if (r == 1) {
+                r = sys_pidfd_send_signal(fd, signo);
+                if (r == 0)
+                        r = 1;
+                else if (r == -ESRCH)
+                        r = 0;
+        }
+        io_close(fd);
+        return r;
+}
+
+/* Signal every member, re-reading the list until a pass finds nobody new (members fork while
+ * we walk), at most `passes` times. A process is signalled at most once per call. */
+static int group_signal_passes(tend_group *g, int signo, int passes) {
+        int procfd = open_proc();
+        if (procfd < 0)
+                return procfd;
+        struct mvec done = { 0 };
+        int count = 0, err = 0, r = 0;
+        for (int pass = 0; pass < passes; pass++) {
+                struct mvec cur = { 0 };
+                r = group_snapshot(g, &cur);
+                if (r < 0)
+                        break;
+                size_t before = done.n;
+                for (size_t i = 0; i < cur.n; i++) {
+                        if (mvec_contains(&done, &cur.v[i]))
+                                continue;
+                        /* Not added to `done` yet, so that done stays sorted for bsearch
+                         * while we walk; cur has no duplicates. */
+                        int s = signal_member(g, procfd, &cur.v[i], signo);
+                        if (s > 0)
+                                count++;
+                        else if (s < 0 && !err)
+                                err = s;
+                        r = mvec_push(&done, cur.v[i].pid, cur.v[i].start);
+                        if (r < 0)
+                                break;
+                }
+                mvec_free(&cur);
+                if (r < 0 || done.n == before)
+                        break;
+                mvec_sort_unique(&done);
+        }
+        mvec_free(&done);
+        io_close(procfd);
+        if (r < 0 && count == 0)
+                return r;
+        if (count == 0 && err)
+                return err;
+        return count;
+}
+
+/* ---- the empty event ------------------------------------------------------------------ */
+
+/* 1 populated, 0 empty, or -errno, from cgroup.events content. */
+static int parse_populated(const char *text) {
+        for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+                if (strncmp(p, "populated ", 10) == 0)
+                        return p[10] == '1' ? 1 : 0;
+        }
+        return -EIO;
+}
+
+/* Read the watched cgroup.events fd again from offset 0. Reading it is also what re-arms the
+ * notification: kernfs reports POLLPRI|POLLERR from the moment the file changes until this
+ * open file reads it again. */
+static int events_fd_read(int fd) {
+        if (lseek(fd, 0, SEEK_SET) < 0)
+                return -errno;
+        char buf[256];
+        size_t used = 0;
+        for (;;) {
+                ssize_t n = io_read(fd, buf + used, sizeof buf - 1 - used);
+                if (n < 0)
+                        return (int)n;
+                if (n == 0 || used + (size_t)n == sizeof buf - 1) {
+                        used += (size_t)n;
+                        break;
+                }
+                used += (size_t)n;
+        }
+        buf[used] = '\0';
+        return parse_populated(buf);
+}
+
+static void group_release(tend_group *g);
+
+/* populated -> empty: the listeners (stop ladders), then the public callback. Any of them may
+ * free the group; the memory stays until they have all returned. Listeners added meanwhile
+ * wait for the next transition. The caller must not touch g afterwards. */
+static void group_fire_empty(tend_group *g) {
+        g->dispatching++;
+        size_t n = g->n_listeners;
+        for (size_t i = 0; i < n && !g->dead; i++) {
+                struct empty_listener l = g->listeners[i]; /* the array may grow meanwhile */
+                if (l.fn)
+                        l.fn(g, l.userdata);
+        }
+        if (!g->dead && g->empty_cb)
+                g->empty_cb(g, g->empty_userdata);
+        if (--g->dispatching > 0)
+                return;
+        if (g->dead) {
+                group_release(g);
+                return;
+        }
+        size_t w = 0;
+        for (size_t i = 0; i < g->n_listeners; i++)
+                if (g->listeners[i].fn)
+                        g->listeners[w++] = g->listeners[i];
+        g->n_listeners = w;
+}
+
+/* While the group is empty its watch does not count as something that can wake the loop, so
+ * tend_loop_run() can return with only empty groups left. (The watch still reports: epoll
+ * always delivers the POLLERR that kernfs raises with POLLPRI, and a spawn re-arms it.) */
+static void cgroup_watch_arm(tend_group *g, bool on) {
+        if (g->watch)
+                (void)tend_watch_set_events(g->watch, on ? EPOLLPRI : 0);
+}
+
+static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        tend_group *g = userdata;
+        (void)revents; /* POLLPRI|POLLERR both only mean "changed": read and see */
+        int r = events_fd_read(fd);
+        if (r < 0) {
+                /* The cgroup was removed under us (only possible once empty) or the file
+                 * broke; kernfs would then report POLLERR forever, so stop watching. */
+                g->watch = tend_watch_free(w);
+                r = 0;
+        }
+        if (r == 1) {
+                g->populated = true;
+                cgroup_watch_arm(g, true);
+                return;
+        }
+        cgroup_watch_arm(g, false);
+        if (!g->populated)
+                return;
+        g->populated = false;
+        group_fire_empty(g); /* last: it may free g */
+}
+
+static void pgroup_sigchld_hook(void *userdata) {
+        tend_group *g = userdata;
+        /* A group that never had a process, or was seen empty, can only become populated
+         * by a spawn into it, which sets populated. Skipping it spares a /proc walk. */
+        if (!g->populated)
+                return;
+        struct mvec m = { 0 };
+        if (group_snapshot(g, &m) < 0)
+                return; /* try again at the next SIGCHLD */
+        size_t n = m.n;
+        mvec_free(&m);
+        if (n > 0)
+                return;
+        g->populated = false;
+        group_fire_empty(g); /* last: it may free g */
+}
+
+/* ---- creation and removal ------------------------------------------------------------- */
+
+static bool cgroup_error_is_fatal(int r) {
+        return r == -ENOMEM;
+}
+
+static int cgroup_setup(tend_group *g, const char *name_hint) {
+        char *own = NULL;
+        int r = read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own);
+        if (r < 0)
+                return r;
+        r = cg_dir_of(own, &g->parent_path);
+        if (r < 0) {
+                free(own);
+                return r;
+        }
+        char hint[GROUP_HINT_MAX + 1];
+        name_sanitize(name_hint, hint, sizeof hint);
+        char name[GROUP_HINT_MAX + 64];
+        for (int t = 0;; t++) {
+                unsigned long k = __atomic_add_fetch(&cg_name_counter, 1, __ATOMIC_RELAXED);
+                snprintf(name, sizeof name, "tend-%s%s%d-%lu", hint, hint[0] ? "-" : "",
+                         (int)getpid(), k);
+                size_t plen = strlen(g->parent_path) + 1 + strlen(name) + 1;
+                size_t rlen = strlen(own) + 1 + strlen(name) + 1;
+                if (plen > PATH_MAX) {
+                        r = -ENAMETOOLONG;
+                        break;
+                }
+                free(g->path);
+                free(g->rel);
+                g->path = malloc(plen);
+                g->rel = malloc(rlen);
+                if (!g->path || !g->rel) {
+                        r = -ENOMEM;
+                        break;
+                }
+                snprintf(g->path, plen, "%s/%s", g->parent_path, name);
+                /* own is "/" for the root cgroup: avoid "//name", which /proc/PID/cgroup
+                 * never writes. */
+                snprintf(g->rel, rlen, "%s/%s", strcmp(own, "/") == 0 ? "" : own, name);
+                if (mkdir(g->path, 0755) == 0) {
+                        r = 0;
+                        break;
+                }
+                r = -errno;
+                /* EEXIST: left over by an earlier process that had our pid; take another
+                 * name rather than adopt it. */
+                if (r != -EEXIST || t + 1 >= GROUP_MKDIR_TRIES)
+                        break;
+        }
+        free(own);
+        if (r < 0) {
+                free(g->path);
+                free(g->rel);
+                g->path = g->rel = NULL;
+                return r;
+        }
+        g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (g->dir_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        /* mkdir may be allowed where moving processes in is not (a cgroup delegated to
+         * someone else); CLONE_INTO_CGROUP would then fail at every spawn. */
+        if (faccessat(g->dir_fd, "cgroup.procs", W_OK, AT_EACCESS) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        g->events_fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+        if (g->events_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = events_fd_read(g->events_fd);
+        if (r < 0)
+                goto fail;
+        /* Paused until a process is spawned in (cgroup_watch_arm). */
+        r = tend_watch_new(g->loop, g->events_fd, 0, cgroup_events_cb, g, &g->watch);
+        if (r < 0)
+                goto fail;
+        (void)cg_kill_available(g->dir_fd);
+        return 0;
+fail:
+        g->events_fd = io_close(g->events_fd);
+        g->dir_fd = io_close(g->dir_fd);
+        (void)rmdir(g->path);
+        free(g->path);
+        free(g->rel);
+        g->path = g->rel = NULL;
+        return r;
+}
+
+static int pgroup_setup(tend_group *g) {
+        if (!__atomic_load_n(&subreaper_done, __ATOMIC_ACQUIRE)) {
+                /* Orphaned descendants (double fork, setsid) are re-parented to the nearest
+                 * subreaper instead of init, so they stay visible as our descendants. */
+                if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+                        return -errno;
+                __atomic_store_n(&subreaper_done, 1, __ATOMIC_RELEASE);
+        }
+        int r = loop_add_sigchld_hook(g->loop, pgroup_sigchld_hook, g);
+        if (r < 0)
+                return r;
+        g->hook_added = true;
+        /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
+        char *own = NULL;
+        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own) == 0)
+                g->own_cg = own;
+        return 0;
+}
+
+TEND_PUBLIC int tend_group_new(tend_loop *loop, const char *name_hint, unsigned flags,
+                               tend_group **ret_group) {
+        if (!loop || !ret_group)
+                return -EINVAL;
+        if ((flags & TEND_GROUP_NO_CGROUP) && (flags & TEND_GROUP_REQUIRE_CGROUP))
+                return -EINVAL;
+        if (flags & ~(unsigned)(TEND_GROUP_NO_CGROUP | TEND_GROUP_REQUIRE_CGROUP))
+                return -EINVAL;
+        tend_group *g = calloc(1, sizeof *g);
+        if (!g)
+                return -ENOMEM;
+        g->loop = loop;
+        g->dir_fd = g->events_fd = -1;
+        int r = -EOPNOTSUPP;
+        if (!(flags & TEND_GROUP_NO_CGROUP)) {
+                r = cgroup_setup(g, name_hint);
+                if (r == 0) {
+                        g->kind = TEND_GROUP_CGROUP;
+                        __atomic_add_fetch(&n_cgroup_groups, 1, __ATOMIC_RELAXED);
+                } else if ((flags & TEND_GROUP_REQUIRE_CGROUP) || cgroup_error_is_fatal(r)) {
+                        free(g->parent_path);
+                        free(g);
+                        return r;
+                }
+                /* Otherwise (no cgroup2, read-only, not ours to write, ...): fall back. */
+        }
+        if (r < 0) {
+                free(g->parent_path);
+                g->parent_path = NULL;
+                r = pgroup_setup(g);
+                if (r < 0) {
+                        free(g->own_cg);
+                        free(g);
+                        return r;
+                }
+                g->kind = TEND_GROUP_PGROUP;
+                __atomic_add_fetch(&n_pgroup_groups, 1, __ATOMIC_RELAXED);
+        }
+        *ret_group = g;
+        return 0;
+}
+
+/* Remove the cgroup at dir_fd's sub-cgroups (bottom-up); then the caller removes the top. */
+static void cg_rmdir_children(int dir_fd, int depth) {
+        if (depth >= GROUP_CG_DEPTH_MAX)
+                return;
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                io_close(fd);
+                return;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_type != DT_DIR || strcmp(de->d_name, ".") == 0 ||
+                    strcmp(de->d_name, "..") == 0)
+                        continue;
+                int sub = openat(dir_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (sub < 0)
+                        continue;
+                cg_rmdir_children(sub, depth + 1);
+                io_close(sub);
+                (void)unlinkat(dir_fd, de->d_name, AT_REMOVEDIR);
+        }
+        closedir(d);
+}
+
+/* Move every process of the tree to the cgroup the group was made in. */
+static void cg_evacuate(tend_group *g) {
+        struct mvec m = { 0 };
+        if (cg_collect(g->dir_fd, 0, &m) < 0 && m.n == 0) {
+                mvec_free(&m);
+                return;
+        }
+        mvec_sort_unique(&m);
+        int parent = open(g->parent_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (parent >= 0) {
+                for (size_t i = 0; i < m.n; i++) {
+                        char text[16];
+                        snprintf(text, sizeof text, "%d", (int)m.v[i].pid);
+                        /* cgroup.procs takes one pid per write. ESRCH: it has gone. */
+                        (void)io_write_file_at(parent, "cgroup.procs", text);
+                }
+                io_close(parent);
+        }
+        mvec_free(&m);
+}
+
+static void cgroup_teardown(tend_group *g) {
+        g->watch = tend_watch_free(g->watch);
+        for (int t = 0; t < GROUP_FREE_TRIES; t++) {
+                cg_rmdir_children(g->dir_fd, 0);
+                if (rmdir(g->path) == 0 || errno == ENOENT)
+                        break;
+                if (errno != EBUSY)
+                        break; /* not ours to remove after all; leave it */
+                /* Still populated (zombies do not count, so these are live or still exiting
+                 * tasks) or a sub-cgroup came back. Move the live ones out; a task that is
+                 * already exiting cannot be moved and only needs a moment to leave, so wait
+                 * for cgroup.events to change — bounded, free cannot fail or hang. */
+                cg_evacuate(g);
+                if (g->events_fd >= 0 && events_fd_read(g->events_fd) == 1) {
+                        struct pollfd pfd = { .fd = g->events_fd, .events = POLLPRI };
+                        (void)poll(&pfd, 1, GROUP_FREE_WAIT_MS);
+                }
+        }
+        g->events_fd = io_close(g->events_fd);
+        g->dir_fd = io_close(g->dir_fd);
+}
+
+static void group_release(tend_group *g) {
+        free(g->path);
+        free(g->rel);
+        free(g->parent_path);
+        free(g->own_cg);
+        free(g->listeners);
+        free(g);
+}
+
+TEND_PUBLIC tend_group *tend_group_free(tend_group *g) {
+        if (!g || g->dead)
+                return NULL;
+        /* The ladder first: freeing it removes its empty listener. */
+        ladder_group_free(g);
+        g->dead = true;
+        if (g->kind == TEND_GROUP_CGROUP) {
+                cgroup_teardown(g);
+                __atomic_sub_fetch(&n_cgroup_groups, 1, __ATOMIC_RELAXED);
+        } else {
+                if (g->hook_added)
+                        loop_remove_sigchld_hook(g->loop, pgroup_sigchld_hook, g);
+                __atomic_sub_fetch(&n_pgroup_groups, 1, __ATOMIC_RELAXED);
+        }
+        if (g->dispatching == 0)
+                group_release(g);
+        return NULL;
+}
+
+/* ---- queries and actions -------------------------------------------------------------- */
+
+TEND_PUBLIC enum tend_group_kind tend_group_kind(const tend_group *g) {
+        return g->kind;
+}
+
+TEND_PUBLIC const char *tend_group_path(const tend_group *g) {
+        return g && g->kind == TEND_GROUP_CGROUP ? g->path : NULL;
+}
+
+TEND_PUBLIC int tend_group_members(tend_group *g, pid_t *pids, size_t cap) {
+        if (!g || (!pids && cap))
+                return -EINVAL;
+        struct mvec m = { 0 };
+        int r = group_snapshot(g, &m);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m.n && i < cap; i++)
+                pids[i] = m.v[i].pid;
+        r = m.n > INT_MAX ? INT_MAX : (int)m.n;
+        mvec_free(&m);
+        return r;
+}
+
+TEND_PUBLIC int tend_group_signal(tend_group *g, int signo) {
+        if (!g || signo < 0 || signo >= NSIG)
+                return -EINVAL;
+        return group_signal_passes(g, signo, GROUP_SIGNAL_PASSES);
+}
+
+TEND_PUBLIC int tend_group_kill(tend_group *g) {
+        if (!g)
+                return -EINVAL;
+        if (g->kind == TEND_GROUP_CGROUP && cg_kill_available(g->dir_fd)) {
+                /* Atomic for the whole tree, forks in flight included. */
+                int r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                if (r != -ENOENT && r != -EINVAL)
+                        return r;
+                /* Fall through: cgroup.kill vanished? (should not happen) */
+        }
+        /* A SIGKILLed process can no longer fork (fork fails with a fatal signal pending), so
+         * each pass only has to catch children forked before their parent was hit. */
+        int r = group_signal_passes(g, SIGKILL, GROUP_KILL_PASSES);
+        return r < 0 ? r : 0;
+}
+
+TEND_PUBLIC bool tend_group_empty(tend_group *g) {
+        if (!g)
+                return true;
+        if (g->kind == TEND_GROUP_CGROUP) {
+                /* A fresh open, not the watched fd: reading that one would consume the change
+                 * notification the watch is waiting for. */
+                char buf[256];
+                if (io_read_file_at(g->dir_fd, "cgroup.events", buf, sizeof buf) >= 0) {
+                        int p = parse_populated(buf);
+                        if (p >= 0)
+                                return p == 0;
+                }
+        }
+        return tend_group_members(g, NULL, 0) == 0;
+}
+
+TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void *userdata) {
+        if (!g)
+                return;
+        g->empty_cb = cb;
+        g->empty_userdata = userdata;
+}
+
+/* ---- for spawn.c ---------------------------------------------------------------------- */
+
+int group_cgroup_fd(const tend_group *g) {
+        return g && g->kind == TEND_GROUP_CGROUP ? g->dir_fd : -1;
+}
+
+pid_t group_pgid(const tend_group *g) {
+        if (!g || g->kind != TEND_GROUP_PGROUP || g->pgid <= 0)
+                return 0;
+        /* A process group lives as long as one of its processes (zombies included). Once it is
+         * gone, joining it would fail with EPERM: let the next child lead a new one. (Its
+         * number cannot be taken by someone else while a member, even a zombie, holds it.) */
+        if (kill(-g->pgid, 0) < 0 && errno == ESRCH)
+                return 0;
+        return g->pgid;
+}
+
+void group_note_spawned(tend_group *g, pid_t pid) {
+        if (!g || pid <= 0)
+                return;
+        g->populated = true;
+        if (g->kind == TEND_GROUP_CGROUP) {
+                /* If it has already come and gone, the change is still pending on the events
+                 * fd and the next read sees "populated 0": the transition is not lost. */
+                cgroup_watch_arm(g, true);
+                return;
+        }
+        /* Ask the kernel which process group the child ended up in rather than assume: it led
+         * a new one if group_pgid() said 0 (first spawn, or the old group had died), or if it
+         * was spawned with TEND_SPAWN_SETSID. The child is ours and unreaped, so its pid still
+         * names it. A setsid child does not replace a process group that still lives; it is
+         * followed as a descendant of a process spawned into the group instead. */
+        pid_t pg = getpgid(pid);
+        if (pg <= 0)
+                pg = pid;
+        if (g->pgid <= 0 || (pg != g->pgid && kill(-g->pgid, 0) < 0 && errno == ESRCH))
+                g->pgid = pg;
+}
+
+int group_add_empty_listener(tend_group *g, group_empty_listener fn, void *userdata) {
+        if (!g || !fn)
+                return -EINVAL;
+        for (size_t i = 0; i < g->n_listeners; i++)
+                if (g->listeners[i].fn == fn && g->listeners[i].userdata == userdata)
+                        return 0;
+        if (g->n_listeners == g->cap_listeners) {
+                size_t cap = g->cap_listeners ? g->cap_listeners * 2 : 4;
+                struct empty_listener *nl = realloc(g->listeners, cap * sizeof *nl);
+                if (!nl)
+                        return -ENOMEM;
+                g->listeners = nl;
+                g->cap_listeners = cap;
+        }
+        g->listeners[g->n_listeners++] = (struct empty_listener){ fn, userdata };
+        return 0;
+}
+
+void group_remove_empty_listener(tend_group *g, void *userdata) {
+        if (!g)
+                return;
+        size_t w = 0;
+        for (size_t i = 0; i < g->n_listeners; i++) {
+                if (g->listeners[i].userdata == userdata) {
+                        /* During a dispatch only mark it: the dispatcher walks by index. */
+                        if (g->dispatching)
+                                g->listeners[i].fn = NULL;
+                        else
+                                continue;
+                }
+                g->listeners[w++] = g->listeners[i];
+        }
+        g->n_listeners = w;
+}
+
+struct proc_ladder **group_ladder_slot(tend_group *g) {
+        return &g->ladder;
+}
+
+tend_loop *group_loop(const tend_group *g) {
+        return g ? g->loop : NULL;
+}

@@ -1,0 +1,81 @@
+/* internal.h — what the library's files share and the public header does not show. */
+#ifndef TEND_INTERNAL_H
+#define TEND_INTERNAL_H
+
+#include "tend.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define TEND_PUBLIC __attribute__((visibility("default")))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- io.c: the one layer that owns EINTR, EAGAIN and short reads/writes ----------------- */
+
+/* read() once, retrying on EINTR. Returns bytes (0 at EOF) or -errno (-EAGAIN included). */
+ssize_t io_read(int fd, void *buf, size_t len);
+/* Write everything, retrying on EINTR and short writes; on a non-blocking fd, waits for
+ * POLLOUT when the pipe is full. Returns 0 or -errno. */
+int io_write_all(int fd, const void *buf, size_t len);
+/* Read a whole small file (pseudo-files in /proc and /sys) into buf, NUL-terminated. Returns
+ * the length or -errno; -EFBIG if it does not fit. */
+ssize_t io_read_file(const char *path, char *buf, size_t size);
+ssize_t io_read_file_at(int dirfd, const char *path, char *buf, size_t size);
+/* Open path and write text to it at once (cgroup files want one write). Returns 0 or -errno. */
+int io_write_file_at(int dirfd, const char *path, const char *text);
+/* close() that keeps errno and ignores EINTR (Linux always releases the fd). -1 is a no-op.
+ * Returns -1 so that `fd = io_close(fd);` works. */
+int io_close(int fd);
+/* Set or clear O_NONBLOCK. Returns 0 or -errno. */
+int io_set_nonblock(int fd, bool on);
+
+/* ---- loop.c: the parts of the loop that proc.c and group.c use ------------------------ */
+
+/* Register a process with the loop (so the orphan reaper never takes its status, and so the
+ * loop counts it as something that can still wake it). */
+void loop_proc_add(tend_loop *loop, tend_proc *p);
+void loop_proc_remove(tend_loop *loop, tend_proc *p);
+/* Find a live registered process by pid, or NULL. */
+tend_proc *loop_proc_find(tend_loop *loop, pid_t pid);
+/* Called by the loop's SIGCHLD handling (only with orphan reaping on) to let groups recheck. */
+typedef void (*loop_sigchld_hook)(void *userdata);
+int loop_add_sigchld_hook(tend_loop *loop, loop_sigchld_hook hook, void *userdata);
+void loop_remove_sigchld_hook(tend_loop *loop, loop_sigchld_hook hook, void *userdata);
+/* The signal mask the calling thread had before the loop blocked anything. */
+const sigset_t *loop_original_mask(const tend_loop *loop);
+
+/* ---- proc.c: for the loop's orphan reaper -------------------------------------------- */
+
+/* The process's pidfd is readable or SIGCHLD said it is a zombie: reap it and run the exit
+ * callback. */
+void proc_handle_exit(tend_proc *p);
+
+/* ---- group.c: for spawn.c ------------------------------------------------------------ */
+
+/* The cgroup directory fd for CLONE_INTO_CGROUP, or -1 for a process-group group. */
+int group_cgroup_fd(const tend_group *g);
+/* The process group to join (0: make a new one led by the child), for PGROUP groups. */
+pid_t group_pgid(const tend_group *g);
+/* Tell the group a process was spawned into it (the first becomes the pgroup leader). */
+void group_note_spawned(tend_group *g, pid_t pid);
+/* The loop the group belongs to. */
+tend_loop *group_loop(const tend_group *g);
+/* Listeners for the populated -> empty transition, besides the public on_empty callback
+ * (the stop ladder uses these). A listener may remove itself from inside the call. Each
+ * (fn, userdata) pair is registered at most once. */
+typedef void (*group_empty_listener)(tend_group *g, void *userdata);
+int group_add_empty_listener(tend_group *g, group_empty_listener fn, void *userdata);
+void group_remove_empty_listener(tend_group *g, void *userdata);
+/* Where the group keeps a running group-only stop ladder (ladder.c owns what it points to);
+ * tend_group_free() must call ladder_group_free() first. */
+struct proc_ladder;
+struct proc_ladder **group_ladder_slot(tend_group *g);
+
+/* ---- ladder.c ----------------------------------------------------------------------- */
+void ladder_group_free(tend_group *g);
+
+/* ---- proc.c --------------------------------------------------------------------------- */
+tend_loop *proc_loop(const tend_proc *p);
+
+#endif

@@ -1,0 +1,292 @@
+/* proc.c — the process handle: a pid never travels without its pidfd.
+ *
+ * The exit is learned from the pidfd becoming readable and collected with
+ * waitid(P_PIDFD), never with waitpid(-1), so other waiters in the process keep their
+ * children. If another waiter takes ours, the status is recovered from the pidfd
+ * (PIDFD_INFO_EXIT, Linux >= 6.15) or reported as lost — never invented. */
+#include "internal.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Linux 6.13 / 6.15 uapi, absent from older headers. The 64-byte layout is the first
+ * version the kernel accepts; exit_code sits in what 6.13 called spare0. */
+struct tend_pidfd_info {
+        uint64_t mask;
+        uint64_t cgroupid;
+        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+        int32_t exit_code;
+};
+#define TEND_PIDFD_GET_INFO _IOWR(0xFF, 11, struct tend_pidfd_info)
+#define TEND_PIDFD_INFO_EXIT (1ull << 3)
+
+enum proc_state { PROC_RUNNING, PROC_EXITED, PROC_LOST };
+
+struct tend_proc {
+        tend_loop *loop;
+        pid_t pid;
+        int pidfd;
+        tend_watch *watch;
+        tend_group *group;
+        int stdio_fd[3];
+        int pty_fd;
+        enum proc_state state;
+        struct tend_exit exit;
+        bool exit_notified;
+        tend_exit_cb exit_cb;
+        void *exit_userdata;
+        /* Stop ladder (ladder.c). */
+        struct proc_ladder *ladder;
+};
+
+/* ladder.c */
+void ladder_proc_exited(tend_proc *p);
+void ladder_proc_free(tend_proc *p);
+
+struct proc_ladder **proc_ladder_slot(tend_proc *p);
+struct proc_ladder **proc_ladder_slot(tend_proc *p) {
+        return &p->ladder;
+}
+
+static void on_pidfd(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        proc_handle_exit(userdata);
+}
+
+int proc_new(tend_loop *loop, pid_t pid, int pidfd, tend_group *group, int stdio_fds[3],
+             int pty_fd, uint64_t start_usec, tend_proc **ret_proc);
+int proc_new(tend_loop *loop, pid_t pid, int pidfd, tend_group *group, int stdio_fds[3],
+             int pty_fd, uint64_t start_usec, tend_proc **ret_proc) {
+        tend_proc *p = calloc(1, sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        p->loop = loop;
+        p->pid = pid;
+        p->pidfd = pidfd;
+        p->group = group;
+        for (int i = 0; i < 3; i++)
+                p->stdio_fd[i] = stdio_fds[i];
+        p->pty_fd = pty_fd;
+        p->exit.start_usec = start_usec;
+        int r = tend_watch_new(loop, pidfd, EPOLLIN, on_pidfd, p, &p->watch);
+        if (r < 0) {
+                free(p);
+                return r;
+        }
+        loop_proc_add(loop, p);
+        *ret_proc = p;
+        return 0;
+}
+
+TEND_PUBLIC tend_proc *tend_proc_free(tend_proc *p) {
+        if (!p)
+                return NULL;
+        ladder_proc_free(p);
+        if (p->state == PROC_RUNNING)
+                loop_proc_remove(p->loop, p);
+        tend_watch_free(p->watch);
+        io_close(p->pidfd);
+        for (int i = 0; i < 3; i++)
+                io_close(p->stdio_fd[i]);
+        io_close(p->pty_fd);
+        free(p);
+        return NULL;
+}
+
+tend_loop *proc_loop(const tend_proc *p) {
+        return p->loop;
+}
+
+TEND_PUBLIC pid_t tend_proc_pid(const tend_proc *p) {
+        return p->pid;
+}
+TEND_PUBLIC int tend_proc_pidfd(const tend_proc *p) {
+        return p->pidfd;
+}
+TEND_PUBLIC tend_group *tend_proc_group(const tend_proc *p) {
+        return p->group;
+}
+TEND_PUBLIC int tend_proc_stdio_fd(const tend_proc *p, int stream) {
+        return stream >= 0 && stream < 3 ? p->stdio_fd[stream] : -1;
+}
+TEND_PUBLIC int tend_proc_take_stdio_fd(tend_proc *p, int stream) {
+        if (stream < 0 || stream >= 3)
+                return -1;
+        int fd = p->stdio_fd[stream];
+        p->stdio_fd[stream] = -1;
+        return fd;
+}
+TEND_PUBLIC int tend_proc_pty_fd(const tend_proc *p) {
+        return p->pty_fd;
+}
+TEND_PUBLIC int tend_proc_take_pty_fd(tend_proc *p) {
+        int fd = p->pty_fd;
+        p->pty_fd = -1;
+        return fd;
+}
+TEND_PUBLIC bool tend_proc_exited(const tend_proc *p) {
+        return p->state != PROC_RUNNING;
+}
+TEND_PUBLIC void tend_proc_on_exit(tend_proc *p, tend_exit_cb cb, void *userdata) {
+        p->exit_cb = cb;
+        p->exit_userdata = userdata;
+}
+
+static int status_from_siginfo(const siginfo_t *si) {
+        switch (si->si_code) {
+        case CLD_EXITED:
+                return (si->si_status & 0xff) << 8;
+        case CLD_DUMPED:
+                return (si->si_status & 0x7f) | 0x80;
+        default:
+                return si->si_status & 0x7f;
+        }
+}
+
+static void fill_exit(tend_proc *p, int wait_status) {
+        p->exit.wait_status = wait_status;
+        if (WIFEXITED(wait_status)) {
+                p->exit.code = WEXITSTATUS(wait_status);
+                p->exit.signo = 0;
+        } else {
+                p->exit.code = 0;
+                p->exit.signo = WTERMSIG(wait_status);
+                p->exit.core = WCOREDUMP(wait_status);
+        }
+        p->exit.end_usec = tend_now_usec();
+}
+
+/* Someone else reaped our child (ECHILD). Ask the pidfd what it was. */
+static int recover_status(tend_proc *p) {
+        /* The thief's wait unlinks the child before the kernel stores the exit info on the
+         * pidfd; in that short window the info is not there yet. The window is a few
+         * instructions of the reaping thread, so yielding to it a bounded number of times
+         * covers it without a timer. */
+        for (int attempt = 0; attempt < 1000; attempt++) {
+                struct tend_pidfd_info info;
+                memset(&info, 0, sizeof info);
+                info.mask = TEND_PIDFD_INFO_EXIT;
+                if (ioctl(p->pidfd, TEND_PIDFD_GET_INFO, &info) < 0) {
+                        if (errno == ESRCH)
+                                break; /* released without exit info: nothing to recover */
+                        return -TEND_ESTATUSLOST; /* ENOTTY/EINVAL: kernel < 6.13/6.15 */
+                }
+                if (info.mask & TEND_PIDFD_INFO_EXIT) {
+                        fill_exit(p, info.exit_code);
+                        p->exit.recovered = true;
+                        return 0;
+                }
+                sched_yield();
+        }
+        return -TEND_ESTATUSLOST;
+}
+
+/* Reap if it has ended. Returns 1 when reaped now, 0 if still running, or < 0. */
+static int proc_reap(tend_proc *p, bool block) {
+        if (p->state != PROC_RUNNING)
+                return 1;
+        siginfo_t si;
+        struct rusage ru;
+        memset(&si, 0, sizeof si);
+        memset(&ru, 0, sizeof ru);
+        int r;
+        /* The raw system call takes a struct rusage, which glibc's waitid() does not pass on;
+         * __WALL because the exit signal may not be SIGCHLD (FACTS: ECHILD without it). */
+        for (;;) {
+                r = (int)syscall(SYS_waitid, P_PIDFD, p->pidfd, &si,
+                                 WEXITED | __WALL | (block ? 0 : WNOHANG), &ru);
+                if (r == 0 || errno != EINTR)
+                        break;
+        }
+        if (r < 0) {
+                if (errno != ECHILD)
+                        return -errno;
+                r = recover_status(p);
+                if (r < 0)
+                        p->state = PROC_LOST;
+                else
+                        p->state = PROC_EXITED;
+        } else {
+                if (si.si_pid == 0)
+                        return 0;
+                fill_exit(p, status_from_siginfo(&si));
+                p->exit.rusage = ru;
+                p->state = PROC_EXITED;
+        }
+        /* Reaped: drop the pidfd so that signalling afterwards cannot reach anything. */
+        loop_proc_remove(p->loop, p);
+        p->watch = tend_watch_free(p->watch);
+        p->pidfd = io_close(p->pidfd);
+        return 1;
+}
+
+void proc_handle_exit(tend_proc *p) {
+        if (p->exit_notified)
+                return;
+        int r = proc_reap(p, false);
+        if (r == 0)
+                return;
+        if (r < 0) {
+                /* waitid failed for a reason other than ECHILD: nothing sane to retry. */
+                p->state = PROC_LOST;
+                loop_proc_remove(p->loop, p);
+                p->watch = tend_watch_free(p->watch);
+                p->pidfd = io_close(p->pidfd);
+        }
+        p->exit_notified = true;
+        ladder_proc_exited(p);
+        if (p->exit_cb) {
+                if (p->state == PROC_EXITED)
+                        p->exit_cb(p, 0, &p->exit, p->exit_userdata);
+                else
+                        p->exit_cb(p, -TEND_ESTATUSLOST, NULL, p->exit_userdata);
+        }
+}
+
+/* The caller collected the status itself: no exit callback after this, but a running
+ * ladder still learns of the end. */
+static void proc_note_collected(tend_proc *p) {
+        if (p->exit_notified)
+                return;
+        p->exit_notified = true;
+        ladder_proc_exited(p);
+}
+
+static int result(const tend_proc *p, struct tend_exit *ret_exit) {
+        if (p->state == PROC_LOST)
+                return -TEND_ESTATUSLOST;
+        if (ret_exit)
+                *ret_exit = p->exit;
+        return 0;
+}
+
+TEND_PUBLIC int tend_proc_poll(tend_proc *p, struct tend_exit *ret_exit) {
+        int r = proc_reap(p, false);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -EAGAIN;
+        proc_note_collected(p);
+        return result(p, ret_exit);
+}
+
+TEND_PUBLIC int tend_proc_wait(tend_proc *p, struct tend_exit *ret_exit) {
+        int r = proc_reap(p, true);
+        if (r < 0)
+                return r;
+        proc_note_collected(p);
+        return result(p, ret_exit);
+}
+
+TEND_PUBLIC int tend_proc_signal(tend_proc *p, int signo) {
+        if (p->state != PROC_RUNNING || p->pidfd < 0)
+                return -ESRCH;
+        if (syscall(SYS_pidfd_send_signal, p->pidfd, signo, NULL, 0) < 0)
+                return -errno;
+        return 0;
+}

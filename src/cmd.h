@@ -1,0 +1,28 @@
+/* cmd.h — what the program's subcommand files share. */
+#ifndef TEND_CMD_H
+#define TEND_CMD_H
+
+#include "tend.h"
+/* The program shares the library's one I/O layer (lib/io.c, linked in statically). */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+/* Exit codes of the program (tend(1), EXIT STATUS). */
+enum {
+        EXIT_TEND_TIMEOUT = 124,     /* tend run: the timeout fired */
+        EXIT_TEND_FAILURE = 125,     /* tend itself failed (bad option, cannot set up) */
+        EXIT_TEND_NOEXEC = 126,      /* command found but not executable */
+        EXIT_TEND_NOTFOUND = 127,    /* command not found */
+};
+
+/* "tend: <message>\n" on stderr. */
+void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void msg_verror(const char *fmt, va_list ap);
+
+/* Subcommands: argv[0] is the subcommand's name; each returns the exit code. */
+int cmd_run(int argc, char **argv);
+int cmd_record(int argc, char **argv);
+
+#endif

@@ -1,0 +1,769 @@
+/* cmd_run.c — `tend run`: one command, to the end, with nothing lost and nothing left behind.
+ *
+ * The data path (DESIGN §2): argv -> tend_spawn() -> loop: pidfd readable -> status; pipes
+ * readable -> sinks (our stdout/stderr, files, record); timer -> next ladder step; signalfd ->
+ * forward to the child. Done when the status is known, the pipes are at EOF or drained to
+ * their bound, and the group is empty, stopped, or left alone on request. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "help-run.h"
+
+extern char **environ;
+
+#define MAX_LEFTOVERS 4096
+
+struct sink {
+        int fd;           /* pass-through target (our stdout/stderr), -1 when quiet or broken */
+        int file_fd;      /* --stdout/--stderr FILE, or -1 */
+        const char *file_name;
+        bool file_failed;
+};
+
+struct run {
+        tend_loop *loop;
+        tend_group *group;
+        tend_proc *proc;
+        tend_capture *cap[3]; /* [1] stdout (or the pty), [2] stderr */
+        struct sink sink[3];
+        tend_record *record;
+        const char *record_path;
+        int record_error;
+        tend_timer *timeout_timer;
+        tend_watch *stdin_watch;
+        int pty_write_fd;
+        tend_signal *signals[16];
+        size_t n_signals;
+        struct tend_ladder ladder;
+        uint64_t timeout_usec;
+        bool keep_leftovers;
+        bool use_pty;
+        bool gave_foreground;
+
+        /* What happened. */
+        bool exited;
+        bool status_lost;
+        struct tend_exit exit;
+        bool timed_out;
+        int stop_step;        /* ladder step that ended the child, -1 if no ladder ran */
+        bool leftovers_checked;
+        bool leftovers_stopping;
+        bool leftovers_done;
+        int leftover_step;
+        pid_t leftovers[MAX_LEFTOVERS];
+        size_t n_leftovers;
+        size_t n_leftovers_total;
+        uint64_t start_usec;
+        const char *command;
+};
+
+static void maybe_finish(struct run *r);
+
+/* ---- output ------------------------------------------------------------------------- */
+
+static void sink_write(struct run *r, int stream, const char *data, size_t len) {
+        struct sink *s = &r->sink[stream];
+        if (s->fd >= 0) {
+                /* Our stdout may be shared with a terminal or a shell: it is written blocking,
+                 * so a slow reader slows the child down instead of losing its output. */
+                int e = io_write_all(s->fd, data, len);
+                if (e < 0) {
+                        if (e != -EPIPE)
+                                msg_error("cannot write to %s: %s",
+                                          stream == 1 ? "stdout" : "stderr", strerror(-e));
+                        s->fd = -1; /* the reader is gone; files and the record go on */
+                }
+        }
+        if (s->file_fd >= 0 && !s->file_failed) {
+                int e = io_write_all(s->file_fd, data, len);
+                if (e < 0) {
+                        msg_error("cannot write to '%s': %s", s->file_name, strerror(-e));
+                        s->file_failed = true;
+                }
+        }
+        if (r->record && !r->record_error) {
+                int e = tend_record_write(r->record, stream, data, len, tend_now_usec());
+                if (e < 0) {
+                        r->record_error = e;
+                        msg_error("cannot write record '%s': %s", r->record_path,
+                                  tend_strerror(e));
+                }
+        }
+}
+
+static void on_output(tend_capture *c, const char *data, size_t len, bool eof, void *userdata) {
+        struct run *r = userdata;
+        int stream = c == r->cap[2] ? 2 : 1;
+        if (!eof) {
+                sink_write(r, stream, data, len);
+                return;
+        }
+        maybe_finish(r);
+}
+
+/* ---- stdin for --pty ------------------------------------------------------------------ */
+
+static void on_stdin(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        struct run *r = userdata;
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                return;
+        if (n > 0) {
+                if (io_write_all(r->pty_write_fd, buf, (size_t)n) == 0)
+                        return;
+        } else {
+                /* End of our input: the terminal's end-of-file character tells a canonical-mode
+                 * reader the same. */
+                struct termios t;
+                char eof = 4;
+                if (tcgetattr(r->pty_write_fd, &t) == 0 && t.c_cc[VEOF])
+                        eof = (char)t.c_cc[VEOF];
+                (void)io_write_all(r->pty_write_fd, &eof, 1);
+        }
+        r->stdin_watch = tend_watch_free(r->stdin_watch);
+}
+
+/* ---- the end -------------------------------------------------------------------------- */
+
+static void on_leftovers_stopped(tend_group *g, int step, void *userdata) {
+        struct run *r = userdata;
+        r->leftovers_done = true;
+        r->leftover_step = step;
+        maybe_finish(r);
+}
+
+static void check_leftovers(struct run *r) {
+        if (r->leftovers_checked)
+                return;
+        r->leftovers_checked = true;
+        int n = tend_group_members(r->group, r->leftovers, MAX_LEFTOVERS);
+        if (n <= 0) {
+                r->leftovers_done = true;
+                return;
+        }
+        r->n_leftovers_total = (size_t)n;
+        r->n_leftovers = (size_t)n < MAX_LEFTOVERS ? (size_t)n : MAX_LEFTOVERS;
+        char list[256] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < r->n_leftovers && used < sizeof list - 16; i++)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "",
+                                         (int)r->leftovers[i]);
+        if (r->keep_leftovers) {
+                msg_error("%d process%s left behind by '%s', kept: %s%s", n, n == 1 ? "" : "es",
+                          r->command, list, r->n_leftovers < (size_t)n ? " ..." : "");
+                r->leftovers_done = true;
+                return;
+        }
+        msg_error("%d process%s left behind by '%s', stopping: %s%s", n, n == 1 ? "" : "es",
+                  r->command, list, r->n_leftovers < (size_t)n ? " ..." : "");
+        r->leftovers_stopping = true;
+        int e = tend_group_stop(r->group, &r->ladder, on_leftovers_stopped, r);
+        if (e < 0) {
+                msg_error("cannot stop leftover processes: %s", tend_strerror(e));
+                r->leftovers_done = true;
+        }
+}
+
+static void maybe_finish(struct run *r) {
+        if (!r->exited)
+                return;
+        for (int i = 1; i <= 2; i++)
+                if (r->cap[i] && !tend_capture_done(r->cap[i]))
+                        return;
+        if (r->stop_step >= 0 && tend_proc_stop_step(r->proc) >= 0 && !tend_group_empty(r->group)
+            && !r->keep_leftovers && !r->leftovers_checked) {
+                /* A ladder (timeout) is still working through the group: let it finish. */
+        }
+        check_leftovers(r);
+        if (!r->leftovers_done)
+                return;
+        tend_loop_stop(r->loop);
+}
+
+static void restore_foreground(struct run *r) {
+        if (!r->gave_foreground)
+                return;
+        r->gave_foreground = false;
+        /* We are in the background now: tcsetpgrp would stop us with SIGTTOU. */
+        sigset_t ttou, old;
+        sigemptyset(&ttou);
+        sigaddset(&ttou, SIGTTOU);
+        sigprocmask(SIG_BLOCK, &ttou, &old);
+        (void)tcsetpgrp(STDIN_FILENO, getpgrp());
+        sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+static void on_exit_cb(tend_proc *p, int err, const struct tend_exit *ex, void *userdata) {
+        struct run *r = userdata;
+        r->exited = true;
+        if (err < 0)
+                r->status_lost = true;
+        else
+                r->exit = *ex;
+        if (r->timeout_timer)
+                tend_timer_stop(r->timeout_timer);
+        restore_foreground(r);
+        if (r->stdin_watch)
+                r->stdin_watch = tend_watch_free(r->stdin_watch);
+        /* The child is gone: what it wrote is in the pipes now. Read that much, not more —
+         * a descendant holding a pipe must not keep us here (DESIGN §1.1). */
+        for (int i = 1; i <= 2; i++)
+                if (r->cap[i])
+                        tend_capture_drain(r->cap[i]);
+        maybe_finish(r);
+}
+
+static void on_stopped(tend_proc *p, int step, void *userdata) {
+        struct run *r = userdata;
+        r->stop_step = step;
+}
+
+static void on_timeout(tend_timer *t, void *userdata) {
+        struct run *r = userdata;
+        if (r->exited)
+                return;
+        r->timed_out = true;
+        int e = tend_proc_stop(r->proc, &r->ladder, r->group, on_stopped, r);
+        if (e < 0)
+                msg_error("cannot stop '%s': %s", r->command, tend_strerror(e));
+}
+
+static void on_signal(tend_signal *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct run *r = userdata;
+        int signo = (int)si->ssi_signo;
+        if (signo == SIGWINCH && r->use_pty) {
+                struct winsize ws;
+                if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+                    ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0)
+                        (void)ioctl(r->pty_write_fd, TIOCSWINSZ, &ws);
+                return; /* the kernel tells the pty's foreground group itself */
+        }
+        if (!r->exited)
+                (void)tend_proc_signal(r->proc, signo);
+}
+
+/* ---- summary ---------------------------------------------------------------------------- */
+
+static double tv_seconds(struct timeval tv) {
+        return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static int write_json(struct run *r, const char *path, int exit_code) {
+        json_t *o = json_object();
+        if (!o)
+                return -ENOMEM;
+        bool have = r->exited && !r->status_lost;
+        json_object_set_new(o, "command", json_string(r->command));
+        json_object_set_new(o, "exit_code", have && !r->exit.signo ? json_integer(r->exit.code)
+                                                                   : json_null());
+        json_object_set_new(o, "signal", have && r->exit.signo
+                                                 ? json_string(tend_signal_name(r->exit.signo))
+                                                 : json_null());
+        json_object_set_new(o, "signal_number",
+                            have && r->exit.signo ? json_integer(r->exit.signo) : json_null());
+        json_object_set_new(o, "core_dumped", json_boolean(have && r->exit.core));
+        json_object_set_new(o, "status_lost", json_boolean(r->status_lost));
+        json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
+        json_object_set_new(o, "stop_step", r->stop_step >= 0 ? json_integer(r->stop_step)
+                                                              : json_null());
+        json_object_set_new(o, "stop_signal",
+                            r->stop_step >= 0
+                                    ? json_string(tend_signal_name(r->ladder.step[r->stop_step].signo))
+                                    : json_null());
+        uint64_t end = have ? r->exit.end_usec : tend_now_usec();
+        json_object_set_new(o, "wall_seconds", json_real((double)(end - r->start_usec) / 1e6));
+        json_object_set_new(o, "user_cpu_seconds",
+                            json_real(have ? tv_seconds(r->exit.rusage.ru_utime) : 0));
+        json_object_set_new(o, "system_cpu_seconds",
+                            json_real(have ? tv_seconds(r->exit.rusage.ru_stime) : 0));
+        json_object_set_new(o, "max_rss_kib", json_integer(have ? r->exit.rusage.ru_maxrss : 0));
+        json_object_set_new(o, "stdout_bytes",
+                            json_integer(r->cap[1] ? (json_int_t)tend_capture_bytes(r->cap[1]) : 0));
+        json_object_set_new(o, "stderr_bytes",
+                            json_integer(r->cap[2] ? (json_int_t)tend_capture_bytes(r->cap[2]) : 0));
+        json_t *left = json_array();
+        for (size_t i = 0; i < r->n_leftovers; i++)
+                json_array_append_new(left, json_integer(r->leftovers[i]));
+        json_object_set_new(o, "leftovers", left);
+        json_object_set_new(o, "leftovers_total", json_integer((json_int_t)r->n_leftovers_total));
+        json_object_set_new(o, "leftovers_kept", json_boolean(r->keep_leftovers &&
+                                                              r->n_leftovers_total > 0));
+        json_object_set_new(o, "group", json_string(tend_group_kind(r->group) == TEND_GROUP_CGROUP
+                                                            ? "cgroup" : "process-group"));
+        json_object_set_new(o, "tend_exit_code", json_integer(exit_code));
+        char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
+        json_decref(o);
+        if (!text)
+                return -ENOMEM;
+        int e = 0;
+        size_t len = strlen(text);
+        text[len] = '\0';
+        if (!strcmp(path, "-")) {
+                e = io_write_all(STDERR_FILENO, text, len);
+                if (e == 0)
+                        e = io_write_all(STDERR_FILENO, "\n", 1);
+        } else {
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
+                if (fd < 0) {
+                        e = -errno;
+                } else {
+                        e = io_write_all(fd, text, len);
+                        if (e == 0)
+                                e = io_write_all(fd, "\n", 1);
+                        if (close(fd) < 0 && e == 0 && errno != EINTR)
+                                e = -errno;
+                }
+        }
+        free(text);
+        return e;
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static int exit_code_for_spawn_error(int err, enum tend_spawn_step step) {
+        if (step != TEND_STEP_EXEC)
+                return EXIT_TEND_FAILURE;
+        if (err == -ENOENT || err == -ENOTDIR)
+                return EXIT_TEND_NOTFOUND;
+        return EXIT_TEND_NOEXEC;
+}
+
+static void report_spawn_error(const char *cmd, const struct tend_spawn_opts *o, int err,
+                               enum tend_spawn_step step) {
+        const char *why = tend_strerror(err);
+        switch (step) {
+        case TEND_STEP_EXEC:
+                msg_error("cannot exec '%s': %s", cmd, why);
+                break;
+        case TEND_STEP_CWD:
+                msg_error("cannot change directory to '%s': %s", o->cwd, why);
+                break;
+        case TEND_STEP_UID:
+        case TEND_STEP_GID:
+        case TEND_STEP_GROUPS:
+                msg_error("cannot switch to the user (%s): %s", tend_spawn_step_name(step), why);
+                break;
+        default:
+                msg_error("cannot start '%s' (%s): %s", cmd, tend_spawn_step_name(step), why);
+        }
+}
+
+static char **build_env(char **overrides, size_t n_overrides) {
+        size_t n = 0;
+        while (environ[n])
+                n++;
+        char **env = calloc(n + n_overrides + 1, sizeof *env);
+        if (!env)
+                return NULL;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strcspn(environ[i], "=");
+                bool replaced = false;
+                for (size_t j = 0; j < n_overrides; j++)
+                        if (!strncmp(overrides[j], environ[i], len) && overrides[j][len] == '=')
+                                replaced = true;
+                if (!replaced)
+                        env[k++] = environ[i];
+        }
+        for (size_t j = 0; j < n_overrides; j++) {
+                /* A later --env of the same name wins. */
+                size_t len = strcspn(overrides[j], "=");
+                bool later = false;
+                for (size_t m = j + 1; m < n_overrides; m++)
+                        if (!strncmp(overrides[m], overrides[j], len + 1))
+                                later = true;
+                if (!later)
+                        env[k++] = overrides[j];
+        }
+        env[k] = NULL;
+        return env;
+}
+
+enum {
+        OPT_TIMEOUT = 1000, OPT_STOP, OPT_QUIET, OPT_STDOUT, OPT_STDERR, OPT_RECORD, OPT_JSON,
+        OPT_KEEP, OPT_PTY, OPT_CWD, OPT_ENV, OPT_USER, OPT_NO_CGROUP, OPT_RESET_SIGNALS,
+        OPT_HELP,
+};
+
+static const struct option options[] = {
+        { "timeout", required_argument, NULL, OPT_TIMEOUT },
+        { "stop", required_argument, NULL, OPT_STOP },
+        { "quiet", no_argument, NULL, OPT_QUIET },
+        { "stdout", required_argument, NULL, OPT_STDOUT },
+        { "stderr", required_argument, NULL, OPT_STDERR },
+        { "record", required_argument, NULL, OPT_RECORD },
+        { "json", required_argument, NULL, OPT_JSON },
+        { "keep-leftovers", no_argument, NULL, OPT_KEEP },
+        { "pty", no_argument, NULL, OPT_PTY },
+        { "cwd", required_argument, NULL, OPT_CWD },
+        { "env", required_argument, NULL, OPT_ENV },
+        { "user", required_argument, NULL, OPT_USER },
+        { "no-cgroup", no_argument, NULL, OPT_NO_CGROUP },
+        { "reset-signals", no_argument, NULL, OPT_RESET_SIGNALS },
+        { "help", no_argument, NULL, OPT_HELP },
+        { NULL, 0, NULL, 0 },
+};
+
+struct user_info {
+        uid_t uid;
+        gid_t gid;
+        gid_t groups[NGROUPS_MAX];
+        int n_groups;
+        char home[PATH_MAX + 8], user[256 + 8], logname[256 + 16];
+};
+
+static int lookup_user(const char *name, struct user_info *u) {
+        errno = 0;
+        struct passwd *pw = getpwnam(name);
+        if (!pw) {
+                /* A number that names no account is still a uid to run as. */
+                char *end;
+                unsigned long v = strtoul(name, &end, 10);
+                if (*name && !*end && v < (unsigned long)UINT32_MAX) {
+                        u->uid = (uid_t)v;
+                        u->gid = (gid_t)v;
+                        u->n_groups = 0;
+                        return 0;
+                }
+                msg_error("unknown user '%s'", name);
+                return -1;
+        }
+        u->uid = pw->pw_uid;
+        u->gid = pw->pw_gid;
+        u->n_groups = NGROUPS_MAX;
+        if (getgrouplist(pw->pw_name, pw->pw_gid, u->groups, &u->n_groups) < 0) {
+                u->groups[0] = pw->pw_gid;
+                u->n_groups = 1;
+        }
+        snprintf(u->home, sizeof u->home, "HOME=%s", pw->pw_dir);
+        snprintf(u->user, sizeof u->user, "USER=%s", pw->pw_name);
+        snprintf(u->logname, sizeof u->logname, "LOGNAME=%s", pw->pw_name);
+        return 0;
+}
+
+static int open_output(const char *path) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
+        if (fd < 0)
+                msg_error("cannot open '%s': %s", path, strerror(errno));
+        return fd;
+}
+
+int cmd_run(int argc, char **argv) {
+        struct run run;
+        struct run *r = &run;
+        memset(r, 0, sizeof *r);
+        r->stop_step = -1;
+        r->leftover_step = -1;
+        r->pty_write_fd = -1;
+        for (int i = 0; i < 3; i++)
+                r->sink[i] = (struct sink){ .fd = i, .file_fd = -1 };
+        tend_ladder_default(&r->ladder);
+
+        const char *stdout_path = NULL, *stderr_path = NULL, *json_path = NULL, *cwd = NULL;
+        const char *user = NULL;
+        bool quiet = false, no_cgroup = false, reset_signals = false;
+        char **env_over = calloc((size_t)argc + 1, sizeof *env_over);
+        size_t n_env = 0;
+        if (!env_over) {
+                msg_error("out of memory");
+                return EXIT_TEND_FAILURE;
+        }
+        int code = EXIT_TEND_FAILURE;
+        int opt;
+        optind = 1;
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, "+h", options, NULL)) != -1) {
+                int e;
+                switch (opt) {
+                case OPT_TIMEOUT:
+                        e = tend_parse_duration(optarg, &r->timeout_usec);
+                        if (e < 0 || r->timeout_usec == 0) {
+                                msg_error("invalid duration '%s' for --timeout (try 500ms, 10s, 2m)",
+                                          optarg);
+                                goto out_free;
+                        }
+                        break;
+                case OPT_STOP:
+                        if (tend_ladder_parse(optarg, &r->ladder) < 0) {
+                                msg_error("invalid ladder '%s' for --stop (try TERM/5s,QUIT/5s,KILL)",
+                                          optarg);
+                                goto out_free;
+                        }
+                        break;
+                case OPT_QUIET: quiet = true; break;
+                case OPT_STDOUT: stdout_path = optarg; break;
+                case OPT_STDERR: stderr_path = optarg; break;
+                case OPT_RECORD: r->record_path = optarg; break;
+                case OPT_JSON: json_path = optarg; break;
+                case OPT_KEEP: r->keep_leftovers = true; break;
+                case OPT_PTY: r->use_pty = true; break;
+                case OPT_CWD: cwd = optarg; break;
+                case OPT_ENV:
+                        if (!strchr(optarg, '=') || optarg[0] == '=') {
+                                msg_error("invalid --env '%s' (want NAME=VALUE)", optarg);
+                                goto out_free;
+                        }
+                        env_over[n_env++] = optarg;
+                        break;
+                case OPT_USER: user = optarg; break;
+                case OPT_NO_CGROUP: no_cgroup = true; break;
+                case OPT_RESET_SIGNALS: reset_signals = true; break;
+                case 'h':
+                case OPT_HELP:
+                        fputs(help_run, stdout);
+                        code = 0;
+                        goto out_free;
+                case '?':
+                default:
+                        if (optopt)
+                                msg_error("unknown option '-%c' for run (try 'tend run --help')",
+                                          optopt);
+                        else
+                                msg_error("unknown or incomplete option '%s' for run (try 'tend run --help')",
+                                          argv[optind - 1]);
+                        goto out_free;
+                }
+        }
+        if (optind >= argc) {
+                msg_error("no command given (usage: tend run [OPTIONS] [--] COMMAND [ARGS...])");
+                goto out_free;
+        }
+        char **cmd = argv + optind;
+        r->command = cmd[0];
+
+        struct user_info ui;
+        if (user) {
+                if (lookup_user(user, &ui) < 0)
+                        goto out_free;
+                /* A login-like environment for the new user, unless --env said otherwise. */
+                if (ui.home[0]) {
+                        char **more = realloc(env_over, ((size_t)argc + 4) * sizeof *more);
+                        if (!more)
+                                goto out_free;
+                        env_over = more;
+                        memmove(env_over + 3, env_over, n_env * sizeof *env_over);
+                        env_over[0] = ui.home;
+                        env_over[1] = ui.user;
+                        env_over[2] = ui.logname;
+                        n_env += 3;
+                }
+        }
+        char **env = NULL;
+        if (n_env) {
+                env = build_env(env_over, n_env);
+                if (!env) {
+                        msg_error("out of memory");
+                        goto out_free;
+                }
+        }
+
+        if (stdout_path && (r->sink[1].file_fd = open_output(stdout_path)) < 0)
+                goto out;
+        r->sink[1].file_name = stdout_path;
+        if (stderr_path && (r->sink[2].file_fd = open_output(stderr_path)) < 0)
+                goto out;
+        r->sink[2].file_name = stderr_path;
+        if (quiet)
+                r->sink[1].fd = r->sink[2].fd = -1;
+
+        /* A closed reader of our stdout must not kill us before the child's status is known:
+         * blocked, SIGPIPE turns into EPIPE; the child gets its own empty mask. */
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        sigprocmask(SIG_BLOCK, &pipe_set, NULL);
+
+        int e = tend_loop_new(&r->loop);
+        if (e < 0) {
+                msg_error("cannot create the event loop: %s", tend_strerror(e));
+                goto out;
+        }
+        /* Every descendant that loses its parent comes to us, in every mode (DESIGN §1.7). */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+                msg_error("cannot become a subreaper: %s", strerror(errno));
+                goto out;
+        }
+        e = tend_loop_reap_orphans(r->loop, NULL, NULL);
+        if (e < 0) {
+                msg_error("cannot watch SIGCHLD: %s", tend_strerror(e));
+                goto out;
+        }
+        e = tend_group_new(r->loop, "run", no_cgroup ? TEND_GROUP_NO_CGROUP : 0, &r->group);
+        if (e < 0) {
+                msg_error("cannot create a process group: %s", tend_strerror(e));
+                goto out;
+        }
+        static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
+                                         SIGWINCH, SIGCONT };
+        for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+                e = tend_signal_new(r->loop, forwarded[i], on_signal, r, &r->signals[r->n_signals]);
+                if (e < 0) {
+                        msg_error("cannot watch signal %s: %s", tend_signal_name(forwarded[i]),
+                                  tend_strerror(e));
+                        goto out;
+                }
+                r->n_signals++;
+        }
+        if (r->record_path) {
+                e = tend_record_open(r->record_path, tend_now_usec(), &r->record);
+                if (e < 0) {
+                        msg_error("cannot open record '%s': %s", r->record_path, tend_strerror(e));
+                        goto out;
+                }
+        }
+
+        struct tend_spawn_opts so;
+        memset(&so, 0, sizeof so);
+        so.argv = (const char *const *)cmd;
+        so.envp = (const char *const *)env;
+        so.cwd = cwd;
+        so.group = r->group;
+        if (reset_signals)
+                so.flags |= TEND_SPAWN_RESET_IGNORED;
+        if (user) {
+                so.flags |= TEND_SPAWN_SET_USER | TEND_SPAWN_SET_GROUP | TEND_SPAWN_SET_GROUPS;
+                so.uid = ui.uid;
+                so.gid = ui.gid;
+                so.groups = ui.groups;
+                so.n_groups = (size_t)ui.n_groups;
+        }
+        if (r->use_pty) {
+                so.flags |= TEND_SPAWN_SETSID;
+                for (int i = 0; i < 3; i++)
+                        so.stdio[i].kind = TEND_STDIO_PTY;
+                struct winsize ws;
+                if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+                    ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
+                        so.pty.rows = ws.ws_row;
+                        so.pty.cols = ws.ws_col;
+                }
+        } else {
+                so.flags |= TEND_SPAWN_SETPGID;
+                so.stdio[1].kind = TEND_STDIO_PIPE;
+                so.stdio[2].kind = TEND_STDIO_PIPE;
+                /* On a terminal we own, the child takes the foreground so that it can read the
+                 * terminal and the keyboard's signals reach it (and not us twice). */
+                if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp()) {
+                        so.flags |= TEND_SPAWN_FOREGROUND;
+                        r->gave_foreground = true;
+                }
+        }
+
+        r->start_usec = tend_now_usec();
+        enum tend_spawn_step step = TEND_STEP_NONE;
+        e = tend_spawn(r->loop, &so, &r->proc, &step);
+        if (e < 0) {
+                r->gave_foreground = false;
+                report_spawn_error(cmd[0], &so, e, step);
+                code = exit_code_for_spawn_error(e, step);
+                if (json_path) {
+                        r->exited = false;
+                        (void)write_json(r, json_path, code);
+                }
+                goto out;
+        }
+        tend_proc_on_exit(r->proc, on_exit_cb, r);
+
+        if (r->use_pty) {
+                int master = tend_proc_take_pty_fd(r->proc);
+                r->pty_write_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+                e = tend_capture_new(r->loop, master, NULL, on_output, r, &r->cap[1]);
+                if (e == 0 && r->pty_write_fd >= 0 && !isatty(STDIN_FILENO))
+                        (void)tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin, r,
+                                             &r->stdin_watch);
+                else if (e == 0 && r->pty_write_fd >= 0)
+                        (void)tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin, r,
+                                             &r->stdin_watch);
+        } else {
+                e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, 1), NULL,
+                                     on_output, r, &r->cap[1]);
+                if (e == 0)
+                        e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, 2), NULL,
+                                             on_output, r, &r->cap[2]);
+        }
+        if (e < 0) {
+                /* Without capture we cannot keep the contract; stop what we started. */
+                msg_error("cannot read the output of '%s': %s", cmd[0], tend_strerror(e));
+                (void)tend_group_kill(r->group);
+                (void)tend_proc_signal(r->proc, SIGKILL);
+                struct tend_exit ex;
+                (void)tend_proc_wait(r->proc, &ex);
+                goto out;
+        }
+        if (r->timeout_usec) {
+                e = tend_timer_new(r->loop, on_timeout, r, &r->timeout_timer);
+                if (e < 0) {
+                        msg_error("cannot arm the timeout: %s", tend_strerror(e));
+                        goto out;
+                }
+                tend_timer_start(r->timeout_timer, r->timeout_usec);
+        }
+
+        e = tend_loop_run(r->loop);
+        if (e < 0)
+                msg_error("event loop failed: %s", tend_strerror(e));
+
+        if (!r->exited) {
+                code = EXIT_TEND_FAILURE;
+        } else if (r->status_lost) {
+                msg_error("the exit status of '%s' was lost", cmd[0]);
+                code = EXIT_TEND_FAILURE;
+        } else if (r->timed_out) {
+                code = EXIT_TEND_TIMEOUT;
+        } else if (r->exit.signo) {
+                code = 128 + r->exit.signo;
+        } else {
+                code = r->exit.code;
+        }
+        if (r->timed_out && r->stop_step >= 0)
+                msg_error("'%s' timed out after %.3fs; ended by %s (step %d of the ladder)",
+                          cmd[0], (double)r->timeout_usec / 1e6,
+                          tend_signal_name(r->ladder.step[r->stop_step].signo), r->stop_step + 1);
+        if (r->record) {
+                e = tend_record_close(r->record);
+                r->record = NULL;
+                if (e < 0 && !r->record_error)
+                        msg_error("cannot write record '%s': %s", r->record_path, tend_strerror(e));
+        }
+        if (json_path) {
+                e = write_json(r, json_path, code);
+                if (e < 0)
+                        msg_error("cannot write summary '%s': %s", json_path, tend_strerror(e));
+        }
+out:
+        restore_foreground(r);
+        if (r->record)
+                (void)tend_record_close(r->record);
+        for (int i = 1; i <= 2; i++) {
+                tend_capture_free(r->cap[i]);
+                io_close(r->sink[i].file_fd);
+        }
+        tend_watch_free(r->stdin_watch);
+        io_close(r->pty_write_fd);
+        tend_timer_free(r->timeout_timer);
+        tend_proc_free(r->proc);
+        tend_group_free(r->group);
+        for (size_t i = 0; i < r->n_signals; i++)
+                tend_signal_free(r->signals[i]);
+        tend_loop_free(r->loop);
+        free(env);
+out_free:
+        free(env_over);
+        return code;
+}

@@ -1,0 +1,59 @@
+/* tend.c — the program: dispatch to a subcommand from one table. */
+#include "cmd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct command {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+        const char *summary;
+};
+
+static const struct command commands[] = {
+        { "run", cmd_run, "run one command to the end, with nothing lost and nothing left behind" },
+        { "record", cmd_record, "read records written by `tend run --record`" },
+};
+
+void msg_verror(const char *fmt, va_list ap) {
+        /* One fprintf of a preformatted line, so concurrent writers do not interleave it. */
+        char line[4096];
+        vsnprintf(line, sizeof line, fmt, ap);
+        fprintf(stderr, "tend: %s\n", line);
+}
+
+void msg_error(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        msg_verror(fmt, ap);
+        va_end(ap);
+}
+
+static void usage(FILE *f) {
+        fprintf(f, "usage: tend COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+                fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "\n'tend COMMAND --help' or 'man tend-COMMAND' tells more.\n");
+}
+
+int main(int argc, char **argv) {
+        if (argc < 2) {
+                usage(stderr);
+                return EXIT_TEND_FAILURE;
+        }
+        const char *name = argv[1];
+        if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+                usage(stdout);
+                return 0;
+        }
+        if (!strcmp(name, "--version")) {
+                printf("tend %s\n", TEND_VERSION);
+                return 0;
+        }
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+                if (!strcmp(commands[i].name, name))
+                        return commands[i].fn(argc - 1, argv + 1);
+        msg_error("unknown command '%s' (try 'tend --help')", name);
+        return EXIT_TEND_FAILURE;
+}
