@@ -409,6 +409,7 @@ static bool pstat_dead(const struct pstat *s) {
 
 struct member {
         pid_t pid;
+        bool leaderless; /* main thread gone, other threads live (see tend_group_kill) */
         unsigned long long start;
 };
 
@@ -417,7 +418,7 @@ struct mvec {
         size_t n, cap;
 };
 
-static int mvec_push(struct mvec *m, pid_t pid, unsigned long long start) {
+static int mvec_push(struct mvec *m, pid_t pid, const struct pstat *s) {
         if (m->n == m->cap) {
                 if (m->cap >= GROUP_MEMBERS_MAX)
                         return -E2BIG;
@@ -428,7 +429,11 @@ static int mvec_push(struct mvec *m, pid_t pid, unsigned long long start) {
                 m->v = nv;
                 m->cap = ncap;
         }
-        m->v[m->n++] = (struct member){ .pid = pid, .start = start };
+        m->v[m->n++] = (struct member){
+                .pid = pid,
+                .leaderless = s && s->state == 'Z' && s->nthreads > 1,
+                .start = s ? s->start : 0,
+        };
         return 0;
 }
 
@@ -487,7 +492,7 @@ static int cg_read_procs(int dir_fd, struct mvec *out) {
                                 cur = cur * 10 + (c - '0');
                                 in_num = true;
                         } else if (in_num) {
-                                r = mvec_push(out, (pid_t)cur, 0);
+                                r = mvec_push(out, (pid_t)cur, NULL);
                                 cur = 0;
                                 in_num = false;
                         }
@@ -496,7 +501,7 @@ static int cg_read_procs(int dir_fd, struct mvec *out) {
                         break;
                 if (n == 0) {
                         if (in_num)
-                                r = mvec_push(out, (pid_t)cur, 0);
+                                r = mvec_push(out, (pid_t)cur, NULL);
                         break;
                 }
         }
@@ -554,7 +559,7 @@ static int cgroup_snapshot(tend_group *g, struct mvec *out) {
                 struct pstat s;
                 if (pstat_read(procfd, raw.v[i].pid, &s) < 0 || pstat_dead(&s))
                         continue; /* gone or a zombie: not a member */
-                r = mvec_push(out, raw.v[i].pid, s.start);
+                r = mvec_push(out, raw.v[i].pid, &s);
         }
         io_close(procfd);
 out:
@@ -691,7 +696,7 @@ static int pgroup_snapshot(tend_group *g, struct mvec *out) {
                 if (pstat_dead(&e->s))
                         continue;
                 if (e->mark == 1 || (g->pgid > 0 && e->s.pgid == g->pgid))
-                        r = mvec_push(out, e->pid, e->s.start);
+                        r = mvec_push(out, e->pid, &e->s);
         }
 out:
         free(chain);
@@ -777,7 +782,9 @@ static int group_signal_passes(tend_group *g, int signo, int passes) {
                                 count++;
                         else if (s < 0 && !err)
                                 err = s;
-                        r = mvec_push(&done, cur.v[i].pid, cur.v[i].start);
+                        r = mvec_push(&done, cur.v[i].pid, NULL);
+                        if (r == 0)
+                                done.v[done.n - 1] = cur.v[i];
                         if (r < 0)
                                 break;
                 }
@@ -1185,12 +1192,45 @@ TEND_PUBLIC int tend_group_signal(tend_group *g, int signo) {
         return group_signal_passes(g, signo, GROUP_SIGNAL_PASSES);
 }
 
+/* SIGKILL, through pidfds, the members whose main thread has exited while other threads run.
+ * cgroup.kill misses them (seen on 6.18): it sends SIGKILL to each process's leader task as
+ * that one thread's private signal, and an exited leader never acts on it, nor does the
+ * kernel pass it on to the live threads. pidfd_send_signal() targets the thread group and
+ * works. Returns how many were found, or -errno. */
+static int cg_kill_leaderless(tend_group *g) {
+        struct mvec m = { 0 };
+        int r = group_snapshot(g, &m);
+        if (r < 0)
+                return r;
+        int procfd = open_proc();
+        if (procfd < 0) {
+                mvec_free(&m);
+                return procfd;
+        }
+        int found = 0;
+        for (size_t i = 0; i < m.n; i++) {
+                if (!m.v[i].leaderless)
+                        continue;
+                found++;
+                (void)signal_member(g, procfd, &m.v[i], SIGKILL);
+        }
+        io_close(procfd);
+        mvec_free(&m);
+        return found;
+}
+
 TEND_PUBLIC int tend_group_kill(tend_group *g) {
         if (!g)
                 return -EINVAL;
         if (g->kind == TEND_GROUP_CGROUP && cg_kill_available(g->dir_fd)) {
-                /* Atomic for the whole tree, forks in flight included. */
+                /* Atomic for the whole tree, forks in flight included — except for processes
+                 * without a live main thread (cg_kill_leaderless). Those are killed by pidfd,
+                 * then cgroup.kill once more catches whatever they forked meanwhile. */
                 int r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                /* Once SIGKILLed they cannot fork any more, so one more cgroup.kill after the
+                 * sweep leaves nothing behind. */
+                if (r == 0 && cg_kill_leaderless(g) > 0)
+                        r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
                 if (r != -ENOENT && r != -EINVAL)
                         return r;
                 /* Fall through: cgroup.kill vanished? (should not happen) */

@@ -2,7 +2,6 @@
 #include "cmd.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,14 +10,10 @@
 
 #define OUT_BUF_SIZE (64 * 1024)
 
+#include "help-record.h"
+
 static void usage(FILE *f) {
-        fprintf(f, "usage: tend record cat [--timing] FILE\n"
-                   "\n"
-                   "  cat FILE     write the recorded output back: stdout entries to stdout,\n"
-                   "               stderr entries to stderr, in the order they were recorded\n"
-                   "  --timing     replay at the recorded pace\n"
-                   "\n"
-                   "FILE is a .record.gz (checkbox/plainbox format); '-' reads standard input.\n");
+        fputs(help_record, f);
 }
 
 /* Consecutive entries of one stream are gathered and written together; the buffer is written
@@ -32,32 +27,10 @@ struct cat_state {
         int write_error; /* errno of a failed write, 0 if none */
 };
 
-static int write_all(int fd, const char *p, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN) {
-                                /* We were handed a non-blocking stdout/stderr: wait for room
-                                 * instead of failing, as a blocking fd would have. */
-                                struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-                                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-                                        return errno;
-                                continue;
-                        }
-                        return errno;
-                }
-                p += n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 static int flush_out(struct cat_state *st) {
         if (st->out_len == 0)
                 return 0;
-        int e = write_all(st->out_fd, st->buf, st->out_len);
+        int e = -io_write_all(st->out_fd, st->buf, st->out_len);
         st->out_len = 0;
         return e;
 }
@@ -71,7 +44,7 @@ static int put(struct cat_state *st, int fd, const void *data, size_t len) {
                 if ((e = flush_out(st)) != 0)
                         return e;
                 if (len > sizeof st->buf)
-                        return write_all(fd, data, len);
+                        return -io_write_all(fd, data, len);
         }
         memcpy(st->buf + st->out_len, data, len);
         st->out_len += len;

@@ -302,6 +302,10 @@ static int write_json(struct run *r, const char *path, int exit_code) {
                 json_array_append_new(left, json_integer(r->leftovers[i]));
         json_object_set_new(o, "leftovers", left);
         json_object_set_new(o, "leftovers_total", json_integer((json_int_t)r->n_leftovers_total));
+        json_object_set_new(o, "leftovers_stop_signal",
+                            r->leftover_step >= 0
+                                    ? json_string(tend_signal_name(r->ladder.step[r->leftover_step].signo))
+                                    : json_null());
         json_object_set_new(o, "leftovers_kept", json_boolean(r->keep_leftovers &&
                                                               r->n_leftovers_total > 0));
         json_object_set_new(o, "group", json_string(tend_group_kind(r->group) == TEND_GROUP_CGROUP

@@ -1183,7 +1183,9 @@ static const struct mode modes[] = {
           "stdout|stderr BYTES  exit 0 iff stdin is exactly that stream's flood pattern" },
         { "last-words", mode_last_words, 1, 1,
           "BYTES  write BYTES of the stdout flood pattern, then _exit(3) at once" },
-        { "status", mode_status, 0, 0, "  print SigBlk/SigIgn/SigCgt and 'fds: 0 1 2'" },
+        { "status", mode_status, 0, 0,
+          "  print SigBlk/SigIgn/SigCgt and 'fds: 0 1 2' (an ASan build catches BUS, FPE "
+          "and SEGV itself)" },
         { "fds", mode_fds, 0, 1, "[-l]  print 'fds: 0 1 2' (-l: and 'fd N TARGET' lines)" },
         { "env", mode_env, 1, 1, "NAME  print $NAME or (unset)" },
         { "cwd", mode_cwd, 0, 0, "  print the working directory" },
@@ -1220,11 +1222,21 @@ static const struct mode modes[] = {
 
 static const struct mode *current_mode;
 
+/* A usage text is "ARGS  what it does": print "name ARGS" and the description below it. */
+static void print_usage(FILE *f, const struct mode *m, bool describe) {
+        const char *sep = strstr(m->usage, "  ");
+        int args_len = sep ? (int)(sep - m->usage) : (int)strlen(m->usage);
+
+        fprintf(f, "helper %s%s%.*s\n", m->name, args_len ? " " : "", args_len, m->usage);
+        if (describe && sep)
+                fprintf(f, "        %s\n", sep + 2);
+}
+
 static int mode_help(char **argv UNUSED) {
-        out("usage: helper MODE [ARGS...]\n\nmodes:\n");
+        printf("usage: helper MODE [ARGS...]\n\n");
         for (size_t i = 0; i < ARRAY_SIZE(modes); i++)
-                out("  %s %s\n", modes[i].name, modes[i].usage);
-        out("\nHELPER_READY_FD=N: where 'ready <pid>' is reported (1 for stdout)\n");
+                print_usage(stdout, &modes[i], true);
+        printf("\nHELPER_READY_FD=N: the fd that gets the 'ready <pid>' line (1: stdout)\n");
         return 0;
 }
 
@@ -1235,11 +1247,13 @@ static void usage_error(const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(line, sizeof line, fmt, ap);
         va_end(ap);
-        if (current_mode)
-                fprintf(stderr, "helper: %s\nusage: helper %s %s\n", line, current_mode->name,
-                        current_mode->usage);
-        else
-                fprintf(stderr, "helper: %s\n'helper help' lists the modes\n", line);
+        fprintf(stderr, "helper: %s\n", line);
+        if (current_mode) {
+                fputs("usage: ", stderr);
+                print_usage(stderr, current_mode, false);
+        } else {
+                fputs("'helper help' lists the modes\n", stderr);
+        }
         exit(2);
 }
 

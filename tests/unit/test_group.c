@@ -1,0 +1,630 @@
+/* test_group.c — groups: a cgroup v2 leaf made below our own cgroup and removed again, the
+ * process-group fallback, members (an escaped setsid grandchild included), signal-all,
+ * kill-all, and the populated -> empty event.
+ *
+ * The cgroup tests are skipped, with the reason, where no writable cgroup v2 hierarchy is
+ * available. Every test kills and reaps what it started, also when it fails half-way
+ * (teardown). The test process makes itself a child subreaper so that escaped grandchildren
+ * are re-parented to it and reaped by the loop's orphan reaper rather than left to pid 1. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "tend.h"
+
+#define READY_FD 3
+#define WAIT_USEC (10u * 1000u * 1000u)
+#define MAX_PROCS 8
+#define MAX_PIDFDS 8
+
+struct fx {
+        tend_loop *loop;
+        tend_group *g;
+        tend_proc *procs[MAX_PROCS];
+        size_t n_procs;
+        int pidfds[MAX_PIDFDS]; /* held on grandchildren, for checking and for cleanup */
+        size_t n_pidfds;
+        int empty_calls;
+        char tmpdir[64];
+};
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static int pidfd_open_(pid_t pid) {
+        return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_kill(int fd) {
+        return (int)syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+}
+
+/* Has the process behind the pidfd ended (zombie or reaped)? Waits at most timeout_ms. */
+static bool pidfd_ended(int fd, int timeout_ms) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        return poll(&p, 1, timeout_ms) == 1;
+}
+
+static void on_empty(tend_group *g, void *userdata) {
+        struct fx *f = userdata;
+        assert_ptr_equal(g, f->g);
+        f->empty_calls++;
+}
+
+/* Run the loop until *flag becomes non-zero; fail after WAIT_USEC. */
+static void run_until(struct fx *f, const int *flag) {
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (!*flag) {
+                if (tend_now_usec() > end)
+                        fail_msg("timed out waiting for the loop");
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+}
+
+/* Read "ready PID ..." from fd; the rest of the line into extra (if not NULL). */
+static pid_t read_ready(int fd, char *extra, size_t size) {
+        char line[512];
+        size_t used = 0;
+        while (used < sizeof line - 1) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                int r = poll(&p, 1, (int)(WAIT_USEC / 1000u));
+                if (r != 1)
+                        fail_msg("no ready report from the helper");
+                ssize_t n = read(fd, line + used, sizeof line - 1 - used);
+                if (n <= 0)
+                        fail_msg("helper died before reporting ready");
+                used += (size_t)n;
+                if (memchr(line, '\n', used))
+                        break;
+        }
+        line[used] = '\0';
+        int pid = 0, off = 0;
+        if (sscanf(line, "ready %d%n", &pid, &off) != 1 || pid <= 0)
+                fail_msg("bad ready line '%s'", line);
+        if (extra) {
+                snprintf(extra, size, "%s", line + off);
+                extra[strcspn(extra, "\n")] = '\0';
+        }
+        return (pid_t)pid;
+}
+
+/* Spawn `helper mode [arg]` (argv0 may replace the program path) into f->g, wait for its
+ * ready report and return the reported pid. */
+static pid_t spawn_helper_as(struct fx *f, const char *argv0, const char *mode, const char *arg,
+                             tend_proc **ret_proc, char *extra, size_t extra_size) {
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        const char *argv[] = { argv0 ? argv0 : helper_path(), mode, arg, NULL };
+        struct tend_fd_map map = { .parent_fd = p[1], .child_fd = READY_FD };
+        struct tend_spawn_opts o = { .argv = argv, .fds = &map, .n_fds = 1, .group = f->g };
+        o.stdio[0].kind = TEND_STDIO_NULL;
+        tend_proc *proc = NULL;
+        enum tend_spawn_step step = TEND_STEP_NONE;
+        int r = tend_spawn(f->loop, &o, &proc, &step);
+        close(p[1]);
+        if (r < 0) {
+                close(p[0]);
+                fail_msg("spawn %s: %s at step %s", mode, strerror(-r),
+                         tend_spawn_step_name(step));
+        }
+        assert_true(f->n_procs < MAX_PROCS);
+        f->procs[f->n_procs++] = proc;
+        pid_t pid = read_ready(p[0], extra, extra_size);
+        close(p[0]);
+        if (ret_proc)
+                *ret_proc = proc;
+        return pid;
+}
+
+static pid_t spawn_helper(struct fx *f, const char *mode, const char *arg, tend_proc **ret_proc) {
+        return spawn_helper_as(f, NULL, mode, arg, ret_proc, NULL, 0);
+}
+
+static void hold_pidfd(struct fx *f, pid_t pid) {
+        int fd = pidfd_open_(pid);
+        assert_true(fd >= 0);
+        assert_true(f->n_pidfds < MAX_PIDFDS);
+        f->pidfds[f->n_pidfds++] = fd;
+}
+
+static bool contains(const pid_t *pids, int n, pid_t pid) {
+        for (int i = 0; i < n; i++)
+                if (pids[i] == pid)
+                        return true;
+        return false;
+}
+
+/* Our own cgroup v2 path from /proc/self/cgroup, or "" if none. */
+static void own_cgroup(char *buf, size_t size) {
+        FILE *fp = fopen("/proc/self/cgroup", "re");
+        assert_non_null(fp);
+        char line[4096];
+        buf[0] = '\0';
+        while (fgets(line, sizeof line, fp))
+                if (strncmp(line, "0::", 3) == 0) {
+                        line[strcspn(line, "\n")] = '\0';
+                        snprintf(buf, size, "%s", line + 3);
+                }
+        fclose(fp);
+}
+
+static void cgroup_of(pid_t pid, char *buf, size_t size) {
+        char path[64], line[4096];
+        snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+        FILE *fp = fopen(path, "re");
+        assert_non_null(fp);
+        buf[0] = '\0';
+        while (fgets(line, sizeof line, fp))
+                if (strncmp(line, "0::", 3) == 0) {
+                        line[strcspn(line, "\n")] = '\0';
+                        snprintf(buf, size, "%s", line + 3);
+                }
+        fclose(fp);
+}
+
+static bool file_lists_pid(const char *path, pid_t pid) {
+        FILE *fp = fopen(path, "re");
+        if (!fp)
+                return false;
+        int v;
+        bool found = false;
+        while (fscanf(fp, "%d", &v) == 1)
+                if (v == pid)
+                        found = true;
+        fclose(fp);
+        return found;
+}
+
+static void new_group(struct fx *f, unsigned flags, const char *hint) {
+        int r = tend_group_new(f->loop, hint, flags, &f->g);
+        if (r < 0 && (flags & TEND_GROUP_REQUIRE_CGROUP))
+                skip_with_reason("no writable cgroup v2 hierarchy here: %s", strerror(-r));
+        assert_int_equal(r, 0);
+        tend_group_on_empty(f->g, on_empty, f);
+}
+
+/* Wait (through the loop) until the process has been reaped; return its exit. */
+static struct tend_exit wait_proc(struct fx *f, tend_proc *p) {
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        struct tend_exit ex;
+        int r;
+        while ((r = tend_proc_poll(p, &ex)) == -EAGAIN) {
+                if (tend_now_usec() > end)
+                        fail_msg("process %d did not end", (int)tend_proc_pid(p));
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+        assert_int_equal(r, 0);
+        return ex;
+}
+
+/* ---- fixture ----------------------------------------------------------------------------- */
+
+static int setup(void **state) {
+        struct fx *f = calloc(1, sizeof *f);
+        if (!f)
+                return -1;
+        test_alarm(60);
+        /* Orphans come to us, not to pid 1 (which may not reap in a container). */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+                return -1;
+        if (setenv("HELPER_READY_FD", "3", 1) < 0 || tend_loop_new(&f->loop) < 0)
+                return -1;
+        if (tend_loop_reap_orphans(f->loop, NULL, NULL) < 0)
+                return -1;
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        struct fx *f = *state;
+        if (!f)
+                return 0;
+        if (f->g)
+                (void)tend_group_kill(f->g);
+        for (size_t i = 0; i < f->n_pidfds; i++) {
+                (void)pidfd_kill(f->pidfds[i]);
+                /* Ours through the subreaper: reap it here if the loop has not. */
+                siginfo_t si;
+                (void)waitid((idtype_t)P_PIDFD, (id_t)f->pidfds[i], &si, WEXITED | __WALL);
+                (void)pidfd_ended(f->pidfds[i], 5000);
+                close(f->pidfds[i]);
+        }
+        for (size_t i = 0; i < f->n_procs; i++) {
+                struct tend_exit ex;
+                (void)tend_proc_signal(f->procs[i], SIGKILL);
+                (void)tend_proc_wait(f->procs[i], &ex);
+                tend_proc_free(f->procs[i]);
+        }
+        f->g = tend_group_free(f->g);
+        /* Whatever is left over (a failed test's orphans): reap before the next test. */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+        tend_loop_free(f->loop);
+        if (f->tmpdir[0]) {
+                char path[128];
+                snprintf(path, sizeof path, "%s/a) (b", f->tmpdir);
+                unlink(path);
+                rmdir(f->tmpdir);
+        }
+        free(f);
+        alarm(0);
+        return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+/* A cgroup leaf appears below our own cgroup, named after the hint (sanitised) and our pid,
+ * and is removed by free. */
+static void test_cgroup_created_and_removed(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "unit test/x");
+        assert_int_equal(tend_group_kind(f->g), TEND_GROUP_CGROUP);
+        const char *path = tend_group_path(f->g);
+        assert_non_null(path);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+
+        char want[64];
+        snprintf(want, sizeof want, "tend-unit_test_x-%d-", (int)getpid());
+        const char *base = strrchr(path, '/');
+        assert_non_null(base);
+        assert_memory_equal(base + 1, want, strlen(want));
+
+        /* Its parent is the cgroup we are in: our pid is in the parent's cgroup.procs, and the
+         * path ends with our cgroup's path plus the leaf. */
+        char parent[4096], procs[4200], own[4096];
+        snprintf(parent, sizeof parent, "%.*s", (int)(base - path), path);
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", parent);
+        assert_true(file_lists_pid(procs, getpid()));
+        own_cgroup(own, sizeof own);
+        if (strcmp(own, "/") != 0) {
+                size_t lo = strlen(own), lp = strlen(parent);
+                assert_true(lp >= lo && strcmp(parent + lp - lo, own) == 0);
+        }
+
+        assert_int_equal(tend_group_members(f->g, NULL, 0), 0);
+        assert_true(tend_group_empty(f->g));
+        assert_int_equal(tend_group_signal(f->g, 0), 0);
+        assert_int_equal(tend_group_kill(f->g), 0);
+
+        char copy[4096];
+        snprintf(copy, sizeof copy, "%s", path);
+        f->g = tend_group_free(f->g);
+        assert_int_equal(stat(copy, &st), -1);
+        assert_int_equal(errno, ENOENT);
+        assert_int_equal(f->empty_calls, 0);
+}
+
+/* A spawned child and a grandchild that double-forked and called setsid() are both members;
+ * signal 0 reaches both; kill ends both; the empty callback runs exactly once. */
+static void escape_kill_scenario(struct fx *f) {
+        tend_proc *escaper = NULL, *sleeper = NULL, *tree = NULL;
+        pid_t g = spawn_helper(f, "escape", NULL, &escaper);
+        hold_pidfd(f, g);
+        struct tend_exit ex = wait_proc(f, escaper); /* the middle process is gone too */
+        assert_int_equal(ex.signo, 0);
+        assert_int_equal(ex.code, 0);
+        assert_int_equal(getsid(g), g);
+
+        pid_t s = spawn_helper(f, "sleep-forever", NULL, &sleeper);
+        assert_int_equal(s, tend_proc_pid(sleeper));
+
+        char chain[256];
+        (void)spawn_helper_as(f, NULL, "fork-tree", "2", &tree, chain, sizeof chain);
+        int c0 = 0, c1 = 0, c2 = 0;
+        assert_int_equal(sscanf(chain, " chain %d %d %d", &c0, &c1, &c2), 3);
+        assert_int_equal(c0, tend_proc_pid(tree));
+
+        pid_t pids[16];
+        int n = tend_group_members(f->g, pids, 16);
+        assert_int_equal(n, 5);
+        assert_true(contains(pids, n, g));
+        assert_true(contains(pids, n, s));
+        assert_true(contains(pids, n, c0) && contains(pids, n, c1) && contains(pids, n, c2));
+        assert_false(contains(pids, n, tend_proc_pid(escaper))); /* reaped: not a member */
+        assert_false(contains(pids, n, getpid()));
+
+        /* A short buffer still gets the full count. */
+        assert_int_equal(tend_group_members(f->g, pids, 2), 5);
+
+        assert_int_equal(tend_group_signal(f->g, 0), 5);
+        assert_false(tend_group_empty(f->g));
+        assert_int_equal(f->empty_calls, 0);
+
+        assert_int_equal(tend_group_kill(f->g), 0);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+
+        assert_true(pidfd_ended(f->pidfds[0], 5000));
+        ex = wait_proc(f, sleeper);
+        assert_int_equal(ex.signo, SIGKILL);
+        ex = wait_proc(f, tree);
+        assert_int_equal(ex.signo, SIGKILL);
+
+        assert_int_equal(tend_group_members(f->g, pids, 16), 0);
+        assert_true(tend_group_empty(f->g));
+        assert_int_equal(tend_group_signal(f->g, 0), 0);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 1);
+}
+
+static void test_cgroup_escape_kill_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "escape");
+        escape_kill_scenario(f);
+}
+
+static void test_pgroup_escape_kill_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, "escape");
+        assert_int_equal(tend_group_kind(f->g), TEND_GROUP_PGROUP);
+        assert_null(tend_group_path(f->g));
+        escape_kill_scenario(f);
+}
+
+/* The group can be used again after it became empty: a new spawn makes it populated again
+ * and the next emptying is reported again. */
+static void reuse_scenario(struct fx *f) {
+        tend_proc *a = NULL, *b = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &a);
+        assert_int_equal(tend_group_signal(f->g, SIGTERM), 1);
+        wait_proc(f, a);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+
+        spawn_helper(f, "sleep-forever", NULL, &b);
+        assert_int_equal(tend_group_members(f->g, NULL, 0), 1);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        wait_proc(f, b);
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (f->empty_calls < 2) {
+                if (tend_now_usec() > end)
+                        fail_msg("second empty event missing");
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+        assert_int_equal(f->empty_calls, 2);
+}
+
+static void test_cgroup_reuse(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        reuse_scenario(f);
+}
+
+static void test_pgroup_reuse(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        reuse_scenario(f);
+}
+
+/* A member that made a cgroup of its own below ours (as a delegated member may) is still a
+ * member, is killed, and the nested cgroup is removed with the group. */
+static void test_cgroup_nested(void **state) {
+        struct fx *f = *state;
+        skip_unless_root();
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "nested");
+        char sub[4200], procs[4300], text[32], path[4096];
+        snprintf(path, sizeof path, "%s", tend_group_path(f->g));
+        snprintf(sub, sizeof sub, "%s/inner", path);
+        assert_int_equal(mkdir(sub, 0755), 0);
+
+        tend_proc *p = NULL;
+        pid_t pid = spawn_helper(f, "sleep-forever", NULL, &p);
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", sub);
+        snprintf(text, sizeof text, "%d", (int)pid);
+        int fd = open(procs, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+        assert_int_equal(pids[0], pid);
+        assert_int_equal(tend_group_signal(f->g, 0), 1);
+        assert_false(tend_group_empty(f->g));
+
+        assert_int_equal(tend_group_kill(f->g), 0);
+        run_until(f, &f->empty_calls);
+        struct tend_exit ex = wait_proc(f, p);
+        assert_int_equal(ex.signo, SIGKILL);
+
+        f->g = tend_group_free(f->g);
+        struct stat st;
+        assert_int_equal(stat(path, &st), -1);
+        assert_int_equal(errno, ENOENT);
+}
+
+/* free kills nothing: a live member is moved back to our cgroup and the leaf still goes. */
+static void test_cgroup_free_moves_members_out(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "move");
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tend_group_path(f->g));
+        tend_proc *p = NULL;
+        pid_t pid = spawn_helper(f, "sleep-forever", NULL, &p);
+        char cg[4096], own[4096];
+        cgroup_of(pid, cg, sizeof cg);
+        assert_non_null(strstr(path, cg));
+
+        f->g = tend_group_free(f->g);
+        struct stat st;
+        assert_int_equal(stat(path, &st), -1);
+        assert_int_equal(errno, ENOENT);
+        assert_int_equal(tend_proc_signal(p, 0), 0);
+        cgroup_of(pid, cg, sizeof cg);
+        own_cgroup(own, sizeof own);
+        assert_string_equal(cg, own);
+}
+
+/* Empty groups: no members, nothing to signal; bad signal numbers are refused. */
+static void empty_scenario(struct fx *f) {
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 0);
+        assert_int_equal(tend_group_members(f->g, NULL, 0), 0);
+        assert_int_equal(tend_group_members(f->g, NULL, 4), -EINVAL);
+        assert_true(tend_group_empty(f->g));
+        assert_int_equal(tend_group_signal(f->g, 0), 0);
+        assert_int_equal(tend_group_signal(f->g, SIGTERM), 0);
+        assert_int_equal(tend_group_signal(f->g, -1), -EINVAL);
+        assert_int_equal(tend_group_signal(f->g, 4096), -EINVAL);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 0);
+}
+
+static void test_cgroup_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        empty_scenario(f);
+}
+
+static void test_pgroup_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        empty_scenario(f);
+}
+
+/* Members are live processes: a child that has died but is not yet reaped (a zombie) is not
+ * one, while a process whose main thread exited but another thread runs (its leader shows as
+ * a zombie in /proc) is. */
+static void zombie_scenario(struct fx *f) {
+        tend_proc *dead = NULL, *leader = NULL;
+        pid_t d = spawn_helper(f, "sleep-forever", NULL, &dead);
+        pid_t l = spawn_helper(f, "leader-exit", NULL, &leader);
+        assert_int_equal(l, tend_proc_pid(leader));
+        char stat[512], path[64];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)l);
+        FILE *fp = fopen(path, "re");
+        assert_non_null(fp);
+        assert_non_null(fgets(stat, sizeof stat, fp));
+        fclose(fp);
+        assert_non_null(strstr(stat, ") Z "));
+
+        /* Kill one and let it become a zombie without running the loop (nothing reaps it). */
+        assert_int_equal(tend_proc_signal(dead, SIGKILL), 0);
+        assert_true(pidfd_ended(tend_proc_pidfd(dead), 5000));
+        assert_int_equal(kill(d, 0), 0); /* still there: a zombie */
+
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+        assert_int_equal(pids[0], l);
+        assert_int_equal(tend_group_signal(f->g, 0), 1);
+        assert_false(tend_group_empty(f->g));
+
+        assert_int_equal(tend_group_kill(f->g), 0);
+        assert_true(pidfd_ended(tend_proc_pidfd(leader), 5000));
+        /* Both are zombies now, neither reaped: the group is empty already. */
+        assert_int_equal(tend_group_members(f->g, pids, 4), 0);
+        assert_true(tend_group_empty(f->g));
+        wait_proc(f, dead);
+        wait_proc(f, leader);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+}
+
+static void test_cgroup_zombies(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        zombie_scenario(f);
+}
+
+static void test_pgroup_zombies(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        zombie_scenario(f);
+}
+
+static void test_flags_conflict(void **state) {
+        struct fx *f = *state;
+        tend_group *g = NULL;
+        assert_int_equal(tend_group_new(f->loop, NULL,
+                                        TEND_GROUP_NO_CGROUP | TEND_GROUP_REQUIRE_CGROUP, &g),
+                         -EINVAL);
+        assert_null(g);
+        assert_null(tend_group_free(NULL));
+}
+
+/* /proc/PID/stat puts comm in parentheses and comm may hold ") (": the fields are found after
+ * the last ')'. A member whose name is "a) (b" must still be seen (PGROUP reads every field
+ * it needs from there). */
+static void test_pgroup_odd_comm(void **state) {
+        struct fx *f = *state;
+        snprintf(f->tmpdir, sizeof f->tmpdir, "/tmp/tend-test-group-XXXXXX");
+        assert_non_null(mkdtemp(f->tmpdir));
+        char link[128], helper[4096];
+        snprintf(link, sizeof link, "%s/a) (b", f->tmpdir);
+        assert_non_null(realpath(helper_path(), helper));
+        assert_int_equal(symlink(helper, link), 0);
+
+        new_group(f, TEND_GROUP_NO_CGROUP, "odd");
+        tend_proc *p = NULL;
+        pid_t pid = spawn_helper_as(f, link, "sleep-forever", NULL, &p, NULL, 0);
+        char comm[64] = "", path[64];
+        snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+        FILE *fp = fopen(path, "re");
+        assert_non_null(fp);
+        assert_non_null(fgets(comm, sizeof comm, fp));
+        fclose(fp);
+        assert_string_equal(comm, "a) (b\n");
+
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+        assert_int_equal(pids[0], pid);
+        assert_int_equal(tend_group_signal(f->g, 0), 1);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        struct tend_exit ex = wait_proc(f, p);
+        assert_int_equal(ex.signo, SIGKILL);
+        run_until(f, &f->empty_calls);
+}
+
+/* The fallback is automatic: without NO_CGROUP or REQUIRE_CGROUP the group is a cgroup when it
+ * can be, a process group otherwise; either way it works. */
+static void test_default_kind(void **state) {
+        struct fx *f = *state;
+        new_group(f, 0, "default");
+        enum tend_group_kind k = tend_group_kind(f->g);
+        assert_true(k == TEND_GROUP_CGROUP || k == TEND_GROUP_PGROUP);
+        assert_true((k == TEND_GROUP_CGROUP) == (tend_group_path(f->g) != NULL));
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        assert_int_equal(tend_group_members(f->g, NULL, 0), 1);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        wait_proc(f, p);
+        run_until(f, &f->empty_calls);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+static const struct CMUnitTest tests[] = {
+        T(test_cgroup_created_and_removed),
+        T(test_cgroup_escape_kill_empty),
+        T(test_pgroup_escape_kill_empty),
+        T(test_cgroup_reuse),
+        T(test_pgroup_reuse),
+        T(test_cgroup_nested),
+        T(test_cgroup_free_moves_members_out),
+        T(test_cgroup_empty),
+        T(test_pgroup_empty),
+        T(test_cgroup_zombies),
+        T(test_pgroup_zombies),
+        T(test_flags_conflict),
+        T(test_pgroup_odd_comm),
+        T(test_default_kind),
+};
+
+TEND_TEST_MAIN(tests)
