@@ -416,7 +416,8 @@ struct tend_capture_opts {
 };
 
 /* Data callback: data/len is valid only during the call. eof is true exactly once, last, with
- * len 0: the stream ended (EOF, or closed after the bounded drain). */
+ * len 0: the stream ended (EOF, or closed after the bounded drain). The capture may be freed
+ * from the eof call, not from a data call. */
 typedef void (*tend_capture_cb)(tend_capture *c, const char *data, size_t len, bool eof,
                                 void *userdata);
 
@@ -429,6 +430,9 @@ tend_capture *tend_capture_free(tend_capture *c);
  * end: read at most what the writer could have left in it — the pipe's size (F_GETPIPE_SZ) —
  * without blocking, deliver it, then close the fd and report eof. Idempotent. */
 void tend_capture_drain(tend_capture *c);
+/* Stop reading for now (the consumer is behind: the writer then blocks on a full pipe, which
+ * is backpressure, not loss) or resume. A drain still reads up to its bound while paused. */
+void tend_capture_pause(tend_capture *c, bool paused);
 bool tend_capture_done(const tend_capture *c);
 uint64_t tend_capture_bytes(const tend_capture *c);
 

@@ -162,6 +162,12 @@ TEND_PUBLIC void tend_capture_drain(tend_capture *c) {
         finish(c);
 }
 
+TEND_PUBLIC void tend_capture_pause(tend_capture *c, bool paused) {
+        if (c->done || !c->watch)
+                return;
+        (void)tend_watch_set_events(c->watch, paused ? 0 : EPOLLIN);
+}
+
 TEND_PUBLIC bool tend_capture_done(const tend_capture *c) {
         return c->done;
 }

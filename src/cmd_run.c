@@ -23,13 +23,18 @@
 #include <unistd.h>
 
 #include "help-run.h"
+#include "outq.h"
 
 extern char **environ;
 
 #define MAX_LEFTOVERS 4096
 
 struct sink {
-        int fd;           /* pass-through target (our stdout/stderr), -1 when quiet or broken */
+        struct run *run;
+        int stream;
+        bool pass;        /* pass through to our own stdout/stderr (not --quiet) */
+        bool pass_error_reported;
+        struct outq out;  /* our stdout/stderr, written without blocking the loop */
         int file_fd;      /* --stdout/--stderr FILE, or -1 */
         const char *file_name;
         bool file_failed;
@@ -78,15 +83,18 @@ static void maybe_finish(struct run *r);
 
 static void sink_write(struct run *r, int stream, const char *data, size_t len) {
         struct sink *s = &r->sink[stream];
-        if (s->fd >= 0) {
-                /* Our stdout may be shared with a terminal or a shell: it is written blocking,
-                 * so a slow reader slows the child down instead of losing its output. */
-                int e = io_write_all(s->fd, data, len);
-                if (e < 0) {
-                        if (e != -EPIPE)
+        if (s->pass) {
+                /* A slow reader pauses the capture: the child then waits on its full pipe,
+                 * and nothing is lost. */
+                if (outq_write(&s->out, data, len) && r->cap[stream])
+                        tend_capture_pause(r->cap[stream], true);
+                if (s->out.error && !s->pass_error_reported) {
+                        /* The reader is gone (EPIPE is no news); files and the record go on. */
+                        s->pass_error_reported = true;
+                        if (s->out.error != EPIPE)
                                 msg_error("cannot write to %s: %s",
-                                          stream == 1 ? "stdout" : "stderr", strerror(-e));
-                        s->fd = -1; /* the reader is gone; files and the record go on */
+                                          stream == 1 ? "stdout" : "stderr",
+                                          strerror(s->out.error));
                 }
         }
         if (s->file_fd >= 0 && !s->file_failed) {
@@ -104,6 +112,12 @@ static void sink_write(struct run *r, int stream, const char *data, size_t len) 
                                   tend_strerror(e));
                 }
         }
+}
+
+static void on_output_resume(void *userdata) {
+        struct sink *s = userdata;
+        if (s->run->cap[s->stream])
+                tend_capture_pause(s->run->cap[s->stream], false);
 }
 
 static void on_output(tend_capture *c, const char *data, size_t len, bool eof, void *userdata) {
@@ -476,7 +490,7 @@ int cmd_run(int argc, char **argv) {
         r->leftover_step = -1;
         r->pty_write_fd = -1;
         for (int i = 0; i < 3; i++)
-                r->sink[i] = (struct sink){ .fd = i, .file_fd = -1 };
+                r->sink[i] = (struct sink){ .run = r, .stream = i, .pass = true, .file_fd = -1 };
         tend_ladder_default(&r->ladder);
 
         const char *stdout_path = NULL, *stderr_path = NULL, *json_path = NULL, *cwd = NULL;
@@ -584,7 +598,7 @@ int cmd_run(int argc, char **argv) {
                 goto out;
         r->sink[2].file_name = stderr_path;
         if (quiet)
-                r->sink[1].fd = r->sink[2].fd = -1;
+                r->sink[1].pass = r->sink[2].pass = false;
 
         /* A closed reader of our stdout must not kill us before the child's status is known:
          * blocked, SIGPIPE turns into EPIPE; the child gets its own empty mask. */
@@ -624,6 +638,9 @@ int cmd_run(int argc, char **argv) {
                 }
                 r->n_signals++;
         }
+        for (int i = 1; i <= 2; i++)
+                outq_init(&r->sink[i].out, r->loop, r->sink[i].pass ? i : -1, on_output_resume,
+                          &r->sink[i]);
         if (r->record_path) {
                 e = tend_record_open(r->record_path, tend_now_usec(), &r->record);
                 if (e < 0) {
@@ -739,6 +756,8 @@ int cmd_run(int argc, char **argv) {
                 msg_error("'%s' timed out after %.3fs; ended by %s (step %d of the ladder)",
                           cmd[0], (double)r->timeout_usec / 1e6,
                           tend_signal_name(r->ladder.step[r->stop_step].signo), r->stop_step + 1);
+        for (int i = 1; i <= 2; i++)
+                outq_finish(&r->sink[i].out);
         if (r->record) {
                 e = tend_record_close(r->record);
                 r->record = NULL;
@@ -755,6 +774,7 @@ out:
         if (r->record)
                 (void)tend_record_close(r->record);
         for (int i = 1; i <= 2; i++) {
+                outq_free(&r->sink[i].out);
                 tend_capture_free(r->cap[i]);
                 io_close(r->sink[i].file_fd);
         }
