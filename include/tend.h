@@ -165,7 +165,9 @@ enum tend_group_flags {
  * has a single group. */
 int tend_group_new(tend_loop *loop, const char *name_hint, unsigned flags,
                    tend_group **ret_group);
-/* Kills nothing. Removes the cgroup if it is empty; if it is not, its processes are moved to
+/* Kills nothing. Free a process's stop ladder (tend_proc_free) before the group it names.
+ * A populated cgroup group keeps tend_loop_run() running (its cgroup.events watch is
+ * active); a process-group group never does. Removes the cgroup if it is empty; if it is not, its processes are moved to
  * the parent cgroup first so that no cgroup is left behind. */
 tend_group *tend_group_free(tend_group *g);
 
@@ -180,7 +182,7 @@ int tend_group_members(tend_group *g, pid_t *pids, size_t cap);
  * processes signalled or a negative errno. */
 int tend_group_signal(tend_group *g, int signo);
 /* SIGKILL every member: cgroup.kill where present (Linux >= 5.14), otherwise signal members
- * until none is left. */
+ * until none is left. Returns 0 or a negative errno. */
 int tend_group_kill(tend_group *g);
 /* true when no live process is left in the group. */
 bool tend_group_empty(tend_group *g);

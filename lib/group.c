@@ -462,8 +462,9 @@ static void mvec_sort_unique(struct mvec *m) {
         m->n = w;
 }
 
-static bool mvec_contains(const struct mvec *m, const struct member *x) {
-        return m->n && bsearch(x, m->v, m->n, sizeof *m->v, member_cmp);
+/* Is x among the first n entries (which must be sorted)? */
+static bool mvec_contains(const struct mvec *m, size_t n, const struct member *x) {
+        return n && bsearch(x, m->v, n, sizeof *m->v, member_cmp);
 }
 
 /* ---- CGROUP members ------------------------------------------------------------------- */
@@ -771,12 +772,12 @@ static int group_signal_passes(tend_group *g, int signo, int passes) {
                 r = group_snapshot(g, &cur);
                 if (r < 0)
                         break;
+                /* done[0..before) is sorted: what earlier passes signalled. This pass appends
+                 * to it unsorted, which is fine as cur holds each (pid, start) once. */
                 size_t before = done.n;
                 for (size_t i = 0; i < cur.n; i++) {
-                        if (mvec_contains(&done, &cur.v[i]))
+                        if (mvec_contains(&done, before, &cur.v[i]))
                                 continue;
-                        /* Not added to `done` yet, so that done stays sorted for bsearch
-                         * while we walk; cur has no duplicates. */
                         int s = signal_member(g, procfd, &cur.v[i], signo);
                         if (s > 0)
                                 count++;

@@ -89,6 +89,7 @@ struct tend_loop {
         void *orphan_userdata;
         struct sigchld_hook *hooks;
         size_t n_hooks, cap_hooks;
+        bool hooks_running;
 };
 
 TEND_PUBLIC uint64_t tend_now_usec(void) {
@@ -554,6 +555,11 @@ int loop_add_sigchld_hook(tend_loop *l, loop_sigchld_hook fn, void *userdata) {
 void loop_remove_sigchld_hook(tend_loop *l, loop_sigchld_hook fn, void *userdata) {
         for (size_t i = 0; i < l->n_hooks; i++)
                 if (l->hooks[i].fn == fn && l->hooks[i].userdata == userdata) {
+                        if (l->hooks_running) {
+                                /* Shifting now would skip the next hook of this round. */
+                                l->hooks[i].fn = NULL;
+                                return;
+                        }
                         memmove(&l->hooks[i], &l->hooks[i + 1],
                                 (l->n_hooks - i - 1) * sizeof l->hooks[0]);
                         l->n_hooks--;
@@ -592,8 +598,18 @@ static void reap_orphans(tend_signal *s, const struct signalfd_siginfo *info, vo
                 if (l->orphan_cb)
                         l->orphan_cb(pid, status, l->orphan_userdata);
         }
+        /* Hooks may add or remove hooks: walk by index against the live count, skip the
+         * ones removed meanwhile, and compact afterwards. */
+        l->hooks_running = true;
         for (size_t i = 0; i < l->n_hooks; i++)
-                l->hooks[i].fn(l->hooks[i].userdata);
+                if (l->hooks[i].fn)
+                        l->hooks[i].fn(l->hooks[i].userdata);
+        l->hooks_running = false;
+        size_t k = 0;
+        for (size_t i = 0; i < l->n_hooks; i++)
+                if (l->hooks[i].fn)
+                        l->hooks[k++] = l->hooks[i];
+        l->n_hooks = k;
 }
 
 TEND_PUBLIC int tend_loop_reap_orphans(tend_loop *l, tend_orphan_cb cb, void *userdata) {

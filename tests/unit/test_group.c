@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -41,6 +42,7 @@ struct fx {
         int pidfds[MAX_PIDFDS]; /* held on grandchildren, for checking and for cleanup */
         size_t n_pidfds;
         int empty_calls;
+        int fds_at_setup;
         char tmpdir[64];
 };
 
@@ -76,31 +78,19 @@ static void run_until(struct fx *f, const int *flag) {
         }
 }
 
-/* Read "ready PID ..." from fd; the rest of the line into extra (if not NULL). */
+/* Read "ready PID ..." from fd (bounded by the test's alarm); the words after the pid go to
+ * extra (if not NULL). */
 static pid_t read_ready(int fd, char *extra, size_t size) {
-        char line[512];
-        size_t used = 0;
-        while (used < sizeof line - 1) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int r = poll(&p, 1, (int)(WAIT_USEC / 1000u));
-                if (r != 1)
-                        fail_msg("no ready report from the helper");
-                ssize_t n = read(fd, line + used, sizeof line - 1 - used);
-                if (n <= 0)
-                        fail_msg("helper died before reporting ready");
-                used += (size_t)n;
-                if (memchr(line, '\n', used))
-                        break;
-        }
-        line[used] = '\0';
-        int pid = 0, off = 0;
-        if (sscanf(line, "ready %d%n", &pid, &off) != 1 || pid <= 0)
-                fail_msg("bad ready line '%s'", line);
+        char line[4096]; /* helper_read_ready's own line size */
+        pid_t pid = helper_read_ready(fd, line, sizeof line);
+        if (pid <= 0)
+                fail_msg("no ready report from the helper ('%s')", line);
         if (extra) {
+                int off = 0;
+                (void)sscanf(line, "ready %*d%n", &off);
                 snprintf(extra, size, "%s", line + off);
-                extra[strcspn(extra, "\n")] = '\0';
         }
-        return (pid_t)pid;
+        return pid;
 }
 
 /* Spawn `helper mode [arg]` (argv0 may replace the program path) into f->g, wait for its
@@ -214,11 +204,26 @@ static struct tend_exit wait_proc(struct fx *f, tend_proc *p) {
 
 /* ---- fixture ----------------------------------------------------------------------------- */
 
+/* Open fds of this process: every test must give back what it (and the library) opened. */
+static int count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+                return -1;
+        int n = 0;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1; /* the directory's own fd */
+}
+
 static int setup(void **state) {
         struct fx *f = calloc(1, sizeof *f);
         if (!f)
                 return -1;
-        test_alarm(60);
+        test_alarm(TEND_TEST_DEFAULT_ALARM);
+        f->fds_at_setup = count_fds();
         /* Orphans come to us, not to pid 1 (which may not reap in a container). */
         if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
                 return -1;
@@ -261,8 +266,14 @@ static int teardown(void **state) {
                 unlink(path);
                 rmdir(f->tmpdir);
         }
+        int fds = count_fds();
+        int before = f->fds_at_setup;
         free(f);
         alarm(0);
+        if (fds != before) {
+                fprintf(stderr, "fd leak: %d open before the test, %d after\n", before, fds);
+                return -1;
+        }
         return 0;
 }
 
@@ -550,6 +561,82 @@ static void test_pgroup_zombies(void **state) {
         zombie_scenario(f);
 }
 
+/* The usual thing to do when a group has emptied: free it, from the callback. */
+static void on_empty_free(tend_group *g, void *userdata) {
+        struct fx *f = userdata;
+        assert_ptr_equal(g, f->g);
+        f->empty_calls++;
+        f->g = tend_group_free(g);
+}
+
+static void free_in_callback_scenario(struct fx *f) {
+        tend_group_on_empty(f->g, on_empty_free, f);
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        run_until(f, &f->empty_calls);
+        assert_null(f->g);
+        struct tend_exit ex = wait_proc(f, p);
+        assert_int_equal(ex.signo, SIGKILL);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 1);
+}
+
+static void test_cgroup_free_in_on_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        free_in_callback_scenario(f);
+}
+
+static void test_pgroup_free_in_on_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        free_in_callback_scenario(f);
+}
+
+/* tend_group_stop (ladder.c) waits for the group through its empty listeners: a member that
+ * ignores TERM takes the ladder to its KILL step; the stop callback frees the group. */
+struct stop_result {
+        struct fx *f;
+        int calls, step;
+};
+
+static void on_group_stopped(tend_group *g, int step, void *userdata) {
+        struct stop_result *r = userdata;
+        assert_ptr_equal(g, r->f->g);
+        r->calls++;
+        r->step = step;
+        r->f->g = tend_group_free(g);
+}
+
+static void stop_ladder_scenario(struct fx *f) {
+        tend_proc *a = NULL, *b = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &a);
+        spawn_helper(f, "ignore-term", NULL, &b);
+        struct tend_ladder ladder;
+        assert_int_equal(tend_ladder_parse("TERM/200ms,KILL", &ladder), 0);
+        struct stop_result r = { .f = f, .step = -1 };
+        assert_int_equal(tend_group_stop(f->g, &ladder, on_group_stopped, &r), 0);
+        run_until(f, &r.calls);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.step, 1);
+        assert_null(f->g);
+        assert_int_equal(wait_proc(f, a).signo, SIGTERM);
+        assert_int_equal(wait_proc(f, b).signo, SIGKILL);
+}
+
+static void test_cgroup_stop_ladder(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "stop");
+        stop_ladder_scenario(f);
+}
+
+static void test_pgroup_stop_ladder(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, "stop");
+        stop_ladder_scenario(f);
+}
+
 static void test_flags_conflict(void **state) {
         struct fx *f = *state;
         tend_group *g = NULL;
@@ -622,6 +709,10 @@ static const struct CMUnitTest tests[] = {
         T(test_pgroup_empty),
         T(test_cgroup_zombies),
         T(test_pgroup_zombies),
+        T(test_cgroup_free_in_on_empty),
+        T(test_pgroup_free_in_on_empty),
+        T(test_cgroup_stop_ladder),
+        T(test_pgroup_stop_ladder),
         T(test_flags_conflict),
         T(test_pgroup_odd_comm),
         T(test_default_kind),
