@@ -72,7 +72,8 @@ int tend_parse_duration(const char *text, uint64_t *ret_usec);
 
 /* Signal names: "TERM", "SIGTERM", "term", or a number "15". Returns the number or -EINVAL. */
 int tend_signal_from_name(const char *name);
-/* "TERM" for 15; a static buffer "SIG33"-style for others. Never NULL. */
+/* "TERM" for 15; the number as text ("33") for signals without a name, so that
+ * tend_signal_from_name() reads every result back. Never NULL. */
 const char *tend_signal_name(int signo);
 
 /* ---------------------------------------------------------------------------------------- */

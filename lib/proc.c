@@ -6,7 +6,7 @@
  * (PIDFD_INFO_EXIT, Linux >= 6.15) or reported as lost — never invented. */
 #include "internal.h"
 
-#include <sched.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -161,29 +161,42 @@ static void fill_exit(tend_proc *p, int wait_status) {
         p->exit.end_usec = tend_now_usec();
 }
 
-/* Someone else reaped our child (ECHILD). Ask the pidfd what it was. */
-static int recover_status(tend_proc *p) {
-        /* The thief's wait unlinks the child before the kernel stores the exit info on the
-         * pidfd; in that short window the info is not there yet. The window is a few
-         * instructions of the reaping thread, so yielding to it a bounded number of times
-         * covers it without a timer. */
-        for (int attempt = 0; attempt < 1000; attempt++) {
+/* Someone else reaped our child (ECHILD). Ask the pidfd what it was.
+ *
+ * The kernel (>= 6.15) stores the status on the pidfd in release_task(), just before it
+ * detaches the pid, and the detach wakes pidfd pollers with POLLHUP. The thief's wait marks
+ * the child dead before that, and a thief preempted in between can keep the status unpublished
+ * for as long as it is off the CPU (seen: 1000 sched_yield()s were not enough under load). So
+ * "no status yet" is waited out on that event: POLLHUP, after which the status is either there
+ * or never will be. Returns 0 (recovered), 1 (not published yet; only when !block), or
+ * -TEND_ESTATUSLOST. */
+static int recover_status(tend_proc *p, bool block) {
+        bool released = false;
+        for (;;) {
                 struct tend_pidfd_info info;
                 memset(&info, 0, sizeof info);
                 info.mask = TEND_PIDFD_INFO_EXIT;
-                if (ioctl(p->pidfd, TEND_PIDFD_GET_INFO, &info) < 0) {
-                        if (errno == ESRCH)
-                                break; /* released without exit info: nothing to recover */
-                        return -TEND_ESTATUSLOST; /* ENOTTY/EINVAL: kernel < 6.13/6.15 */
-                }
-                if (info.mask & TEND_PIDFD_INFO_EXIT) {
+                int r = ioctl(p->pidfd, TEND_PIDFD_GET_INFO, &info);
+                if (r == 0 && (info.mask & TEND_PIDFD_INFO_EXIT)) {
                         fill_exit(p, info.exit_code);
                         p->exit.recovered = true;
                         return 0;
                 }
-                sched_yield();
+                /* ESRCH while the task is being detached is transient; ENOTTY/EINVAL: no
+                 * PIDFD_GET_INFO (kernel < 6.13). */
+                if (r < 0 && errno != ESRCH)
+                        return -TEND_ESTATUSLOST;
+                if (released)
+                        return -TEND_ESTATUSLOST; /* detached without a status: < 6.15 */
+                struct pollfd pfd = { .fd = p->pidfd, .events = 0 };
+                int n = poll(&pfd, 1, block ? -1 : 0);
+                if (n > 0 && (pfd.revents & POLLHUP))
+                        released = true; /* look once more: the status came before the HUP */
+                else if (n < 0 && errno != EINTR)
+                        return -TEND_ESTATUSLOST;
+                else if (!block)
+                        return 1;
         }
-        return -TEND_ESTATUSLOST;
 }
 
 /* Reap if it has ended. Returns 1 when reaped now, 0 if still running, or < 0. */
@@ -206,7 +219,14 @@ static int proc_reap(tend_proc *p, bool block) {
         if (r < 0) {
                 if (errno != ECHILD)
                         return -errno;
-                r = recover_status(p);
+                r = recover_status(p, block);
+                if (r > 0) {
+                        /* Wait for the pidfd's POLLHUP (epoll reports it whatever the events
+                         * asked for); EPOLLIN stays set now and would wake the loop at once. */
+                        if (p->watch)
+                                (void)tend_watch_set_events(p->watch, 0);
+                        return 0;
+                }
                 if (r < 0)
                         p->state = PROC_LOST;
                 else

@@ -14,9 +14,10 @@ TEND_PUBLIC int tend_parse_duration(const char *text, uint64_t *ret_usec) {
         const char *p = text;
         uint64_t whole = 0;
         while (isdigit((unsigned char)*p)) {
-                if (whole > (UINT64_MAX - 9) / 10)
+                uint64_t digit = (uint64_t)(*p++ - '0');
+                if (whole > (UINT64_MAX - digit) / 10)
                         return -ERANGE;
-                whole = whole * 10 + (uint64_t)(*p++ - '0');
+                whole = whole * 10 + digit;
         }
         uint64_t frac = 0, frac_div = 1;
         if (*p == '.') {

@@ -456,6 +456,15 @@ static int mode_cat(char **argv UNUSED) {
         return 0;
 }
 
+/* Block until every writer of stdin has gone, then exit CODE: many of these sharing one pipe
+ * all end at the same instant when the test closes the write end. */
+static int mode_wait_eof(char **argv UNUSED) {
+        int code = (int)parse_num(argv[0], 0, 255, "exit code");
+
+        wait_eof(STDIN_FILENO);
+        return code;
+}
+
 /* `sh -c 'sleep 100 & echo hi'`: the child keeps stdout and stderr open forever. */
 static int mode_hold_pipe(char **argv UNUSED) {
         int sync[2];
@@ -1161,6 +1170,7 @@ static const struct mode modes[] = {
         { "echo", mode_echo, 0, -1, "TEXT...  print the words to stdout" },
         { "stderr", mode_stderr, 0, -1, "TEXT...  print the words to stderr" },
         { "cat", mode_cat, 0, 0, "  copy stdin to stdout until EOF" },
+        { "wait-eof", mode_wait_eof, 1, 1, "CODE  read stdin until EOF, then exit with CODE" },
         { "hold-pipe", mode_hold_pipe, 0, 0,
           "  a child keeps stdout/stderr open forever (reports ready), parent prints hi, exits 0" },
         { "escape", mode_escape, 0, 0,
