@@ -57,7 +57,15 @@ $(BUILD)/gen/help-%.h: man/tend-%.1 scripts/man2help.awk
 	@mkdir -p $(dir $@)
 	$(Q)awk -v name=help_$(subst -,_,$*) -f scripts/man2help.awk $< > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/src/%.o: src/%.c include/tend.h $(wildcard lib/*.h src/*.h) $(HELP_H)
+# `tend init -l` (tini's -l) prints the license: a static binary copied alone into an image
+# carries its own.
+$(BUILD)/gen/license.h: LICENSE
+	@mkdir -p $(dir $@)
+	$(Q)awk 'BEGIN { print "static const char license_text[] =" } \
+	    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "\t\"%s\\n\"\n", $$0 } \
+	    END { print "\t;" }' $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/src/%.o: src/%.c include/tend.h $(wildcard lib/*.h src/*.h) $(HELP_H) $(BUILD)/gen/license.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/gen -c -o $@ $<
@@ -87,6 +95,11 @@ $(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) $(LDLIBS)
 endif
 
+# A statically linked program, to copy into any image as its init (as tini-static is):
+# `make static` builds $(BUILD)-static/tend.
+static:
+	$(Q)$(MAKE) --no-print-directory STATIC=1 BUILD=$(BUILD)-static $(BUILD)-static/tend
+
 $(BUILD)/tend.pc: tend.pc.in include/tend.h
 	@mkdir -p $(BUILD)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
@@ -102,7 +115,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(STATIC_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -pthread -o $@ $< $(STATIC_LIB) $(LDLIBS) -lcmocka
 
-tests-build: all $(HELPER) $(TEST_BIN)
+# The static program is tested too (tend init in an empty root); sanitizers cannot link -static.
+ifneq ($(SAN),1)
+TESTS_STATIC := static
+endif
+tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC)
 .PHONY: tests-build
 
 check test: tests-build

@@ -658,7 +658,8 @@ static int pgroup_snapshot(tend_group *g, struct mvec *out) {
         closedir(d);
         if (r < 0)
                 goto out;
-        qsort(a, n, sizeof *a, pent_cmp);
+        if (n) /* a is NULL when /proc held nobody else (PID 1 alone in its namespace) */
+                qsort(a, n, sizeof *a, pent_cmp);
         chain = malloc((n ? n : 1) * sizeof *chain);
         if (!chain) {
                 r = -ENOMEM;

@@ -42,6 +42,11 @@ tend_proc *loop_proc_find(tend_loop *loop, pid_t pid);
 typedef void (*loop_sigchld_hook)(void *userdata);
 int loop_add_sigchld_hook(tend_loop *loop, loop_sigchld_hook hook, void *userdata);
 void loop_remove_sigchld_hook(tend_loop *loop, loop_sigchld_hook hook, void *userdata);
+/* Keep tend_loop_run() running while some work waits on an event that no active watch,
+ * timer or process stands for (a stop ladder past its last step, waiting for a process
+ * group to empty through SIGCHLD). */
+void loop_ref(tend_loop *loop);
+void loop_unref(tend_loop *loop);
 /* The signal mask the calling thread had before the loop blocked anything. */
 const sigset_t *loop_original_mask(const tend_loop *loop);
 

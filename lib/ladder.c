@@ -15,6 +15,7 @@ struct proc_ladder {
         tend_group *group;   /* NULL: signal only the process */
         int step;
         bool proc_done, group_done, finished;
+        bool holds_ref; /* a loop_ref() until the ladder finishes or is freed */
         tend_timer *timer;
         tend_stop_cb proc_cb;
         tend_group_stop_cb group_cb;
@@ -25,9 +26,17 @@ struct proc_ladder **proc_ladder_slot(tend_proc *p);
 void ladder_proc_exited(tend_proc *p);
 void ladder_proc_free(tend_proc *p);
 
+static void ladder_unref(struct proc_ladder *l) {
+        if (l->holds_ref) {
+                l->holds_ref = false;
+                loop_unref(l->loop);
+        }
+}
+
 static void ladder_free(struct proc_ladder *l) {
         if (!l)
                 return;
+        ladder_unref(l);
         if (l->group && !l->group_done)
                 group_remove_empty_listener(l->group, l);
         tend_timer_free(l->timer);
@@ -44,6 +53,7 @@ static void ladder_check_done(struct proc_ladder *l) {
         if (!(l->proc_done && (!l->group || l->group_done)))
                 return;
         l->finished = true;
+        ladder_unref(l);
         tend_timer_stop(l->timer);
         /* The callback may free the process or group, and with it this ladder: read all we
          * need first and touch nothing after. */
@@ -129,6 +139,8 @@ static int ladder_start(tend_loop *loop, tend_proc *p, tend_group *g,
         }
         ladder_free(*slot);
         *slot = l;
+        loop_ref(loop);
+        l->holds_ref = true;
         *ret = l;
         return 0;
 }

@@ -90,6 +90,7 @@ struct tend_loop {
         struct sigchld_hook *hooks;
         size_t n_hooks, cap_hooks;
         bool hooks_running;
+        size_t refs; /* work in progress that no watch or timer stands for (loop_ref) */
 };
 
 TEND_PUBLIC uint64_t tend_now_usec(void) {
@@ -628,8 +629,17 @@ TEND_PUBLIC int tend_loop_reap_orphans(tend_loop *l, tend_orphan_cb cb, void *us
 
 /* ---- running ----------------------------------------------------------------------- */
 
+void loop_ref(tend_loop *l) {
+        l->refs++;
+}
+
+void loop_unref(tend_loop *l) {
+        if (l->refs > 0)
+                l->refs--;
+}
+
 static bool loop_alive(const tend_loop *l) {
-        return l->active_watches > 0 || l->heap_len > 0 || l->procs_count > 0;
+        return l->active_watches > 0 || l->heap_len > 0 || l->procs_count > 0 || l->refs > 0;
 }
 
 TEND_PUBLIC int tend_loop_run_once(tend_loop *l, uint64_t timeout_usec) {

@@ -47,6 +47,7 @@ BEGIN { keep = 0; indent = ""; tag = 0; printf "/* generated from the man page b
 /^\.SS/ { s = $0; sub(/^\.SS[ \t]*/, "", s); gsub(/"/, "", s); emit(""); emit("  " s); next }
 /^\.TP/ { tag = 1; next }
 /^\.(PP|LP|P|IP)([ \t]|$)/ { flush_synopsis(); emit(""); indent = "  "; next }
+/^\.br([ \t]|$)/ { flush_synopsis(); next }
 /^\.(RS|RE|nf|fi|EX|EE|TH|in|sp|ad|na)/ { next }
 {
 	line = $0

@@ -24,5 +24,8 @@ void msg_verror(const char *fmt, va_list ap);
 /* Subcommands: argv[0] is the subcommand's name; each returns the exit code. */
 int cmd_run(int argc, char **argv);
 int cmd_record(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+/* `tend init` under one of tini's names (argv[0] is that name): tini's defaults. */
+int cmd_init_tini(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* tend.c — the program: dispatch to a subcommand from one table. */
 #include "cmd.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ struct command {
 
 static const struct command commands[] = {
         { "run", cmd_run, "run one command to the end, with nothing lost and nothing left behind" },
+        { "init", cmd_init, "be a container's PID 1: forward signals, reap zombies, end cleanly" },
         { "record", cmd_record, "read records written by `tend run --record`" },
 };
 
@@ -37,7 +39,21 @@ static void usage(FILE *f) {
         fprintf(f, "\n'tend COMMAND --help' or 'man tend-COMMAND' tells more.\n");
 }
 
+/* Installed or linked as tini (tini-static, tini-amd64, ...) or docker-init, the program is
+ * `tend init` in tini's compatible mode, so that `docker run --init` and images that call
+ * tini work unchanged. */
+static bool called_as_tini(const char *argv0) {
+        if (!argv0)
+                return false;
+        const char *base = strrchr(argv0, '/');
+        base = base ? base + 1 : argv0;
+        return !strcmp(base, "tini") || !strncmp(base, "tini-", 5) ||
+               !strcmp(base, "docker-init");
+}
+
 int main(int argc, char **argv) {
+        if (argc >= 1 && called_as_tini(argv[0]))
+                return cmd_init_tini(argc, argv);
         if (argc < 2) {
                 usage(stderr);
                 return EXIT_TEND_FAILURE;
