@@ -30,6 +30,11 @@ int io_write_all(int fd, const void *buf, size_t len) {
                                 struct pollfd pfd = { .fd = fd, .events = POLLOUT };
                                 if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
                                         return -errno;
+                                /* A hung-up reader (a pty master whose terminal side is all
+                                 * closed answers EAGAIN forever) never takes more. */
+                                if (!(pfd.revents & POLLOUT) &&
+                                    (pfd.revents & (POLLHUP | POLLERR | POLLNVAL)))
+                                        return -EPIPE;
                                 continue;
                         }
                         return -errno;

@@ -34,6 +34,7 @@ struct sink {
         int stream;
         bool pass;        /* pass through to our own stdout/stderr (not --quiet) */
         bool pass_error_reported;
+        bool ends_line;   /* what was passed through so far ends with a newline (or is empty) */
         struct outq out;  /* our stdout/stderr, written without blocking the loop */
         int file_fd;      /* --stdout/--stderr FILE, or -1 */
         const char *file_name;
@@ -52,6 +53,11 @@ struct run {
         tend_timer *timeout_timer;
         tend_watch *stdin_watch;
         int pty_write_fd;
+        tend_watch *pty_in_watch; /* the terminal taking our input, watched while it is full */
+        char in_buf[4096];        /* input on its way to the terminal */
+        size_t in_len, in_off;
+        bool in_eof;
+        bool in_pollable; /* stdin can be watched (not a regular file or /dev/null) */
         tend_signal *signals[16];
         size_t n_signals;
         struct tend_ladder ladder;
@@ -65,6 +71,7 @@ struct run {
         bool status_lost;
         struct tend_exit exit;
         bool timed_out;
+        bool timeout_ladder_done;
         int stop_step;        /* ladder step that ended the child, -1 if no ladder ran */
         bool leftovers_checked;
         bool leftovers_stopping;
@@ -83,6 +90,8 @@ static void maybe_finish(struct run *r);
 
 static void sink_write(struct run *r, int stream, const char *data, size_t len) {
         struct sink *s = &r->sink[stream];
+        if (s->pass && len > 0)
+                s->ends_line = data[len - 1] == '\n';
         if (s->pass) {
                 /* A slow reader pauses the capture: the child then waits on its full pipe,
                  * and nothing is lost. */
@@ -132,25 +141,83 @@ static void on_output(tend_capture *c, const char *data, size_t len, bool eof, v
 
 /* ---- stdin for --pty ------------------------------------------------------------------ */
 
-static void on_stdin(tend_watch *w, int fd, uint32_t revents, void *userdata) {
-        struct run *r = userdata;
-        char buf[4096];
-        ssize_t n = read(fd, buf, sizeof buf);
+/* Our input goes to the terminal without ever blocking the loop (output, signals and the
+ * timeout go on while the terminal is full): one buffer at a time. While the terminal cannot
+ * take it, stdin is not watched (not even for a hang-up, which epoll reports whatever events
+ * were asked for) and the terminal is watched instead. */
+
+static void on_stdin(tend_watch *w, int fd, uint32_t revents, void *userdata);
+
+static void input_end(struct run *r) {
+        r->stdin_watch = tend_watch_free(r->stdin_watch);
+        r->pty_in_watch = tend_watch_free(r->pty_in_watch);
+}
+
+static void input_push(struct run *r) {
+        while (r->in_off < r->in_len) {
+                ssize_t n = write(r->pty_write_fd, r->in_buf + r->in_off, r->in_len - r->in_off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN) {
+                        r->stdin_watch = tend_watch_free(r->stdin_watch);
+                        (void)tend_watch_set_events(r->pty_in_watch, EPOLLOUT);
+                        return;
+                }
+                if (n < 0) {
+                        input_end(r); /* the terminal is gone */
+                        return;
+                }
+                r->in_off += (size_t)n;
+        }
+        r->in_off = r->in_len = 0;
+        if (r->in_eof) {
+                input_end(r);
+        } else if (r->in_pollable) {
+                (void)tend_watch_set_events(r->pty_in_watch, 0);
+                if (!r->stdin_watch && tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin,
+                                                      r, &r->stdin_watch) < 0)
+                        input_end(r);
+        } else {
+                /* A regular file or /dev/null, which epoll cannot watch: always readable, it
+                 * is read as fast as the terminal takes it. */
+                (void)tend_watch_set_events(r->pty_in_watch, EPOLLOUT);
+        }
+}
+
+static void input_read(struct run *r) {
+        if (r->in_off < r->in_len)
+                return; /* still on its way */
+        ssize_t n = read(STDIN_FILENO, r->in_buf, sizeof r->in_buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 return;
         if (n > 0) {
-                if (io_write_all(r->pty_write_fd, buf, (size_t)n) == 0)
-                        return;
+                r->in_len = (size_t)n;
         } else {
                 /* End of our input: the terminal's end-of-file character tells a canonical-mode
                  * reader the same. */
                 struct termios t;
-                char eof = 4;
+                r->in_buf[0] = 4;
                 if (tcgetattr(r->pty_write_fd, &t) == 0 && t.c_cc[VEOF])
-                        eof = (char)t.c_cc[VEOF];
-                (void)io_write_all(r->pty_write_fd, &eof, 1);
+                        r->in_buf[0] = (char)t.c_cc[VEOF];
+                r->in_len = 1;
+                r->in_eof = true;
         }
-        r->stdin_watch = tend_watch_free(r->stdin_watch);
+        r->in_off = 0;
+        input_push(r);
+}
+
+static void on_stdin(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        input_read(userdata);
+}
+
+static void on_pty_writable(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        struct run *r = userdata;
+        if (!(revents & EPOLLOUT) && (revents & (EPOLLHUP | EPOLLERR)))
+                input_end(r);
+        else if (r->in_off < r->in_len)
+                input_push(r);
+        else
+                input_read(r);
 }
 
 /* ---- the end -------------------------------------------------------------------------- */
@@ -200,10 +267,10 @@ static void maybe_finish(struct run *r) {
         for (int i = 1; i <= 2; i++)
                 if (r->cap[i] && !tend_capture_done(r->cap[i]))
                         return;
-        if (r->stop_step >= 0 && tend_proc_stop_step(r->proc) >= 0 && !tend_group_empty(r->group)
-            && !r->keep_leftovers && !r->leftovers_checked) {
-                /* A ladder (timeout) is still working through the group: let it finish. */
-        }
+        /* The timeout's ladder stops the whole group: what it is still killing was not left
+         * behind by the command, so wait for it before looking for leftovers. */
+        if (r->timed_out && !r->timeout_ladder_done)
+                return;
         check_leftovers(r);
         if (!r->leftovers_done)
                 return;
@@ -232,9 +299,13 @@ static void on_exit_cb(tend_proc *p, int err, const struct tend_exit *ex, void *
                 r->exit = *ex;
         if (r->timeout_timer)
                 tend_timer_stop(r->timeout_timer);
+        /* The step that ended the command is the one in effect now. The ladder's own callback
+         * (on_stopped) comes only once the whole group is empty too, which may be after the
+         * leftovers were handled and the loop stopped. */
+        if (r->timed_out && r->stop_step < 0)
+                r->stop_step = tend_proc_stop_step(p);
         restore_foreground(r);
-        if (r->stdin_watch)
-                r->stdin_watch = tend_watch_free(r->stdin_watch);
+        input_end(r);
         /* The child is gone: what it wrote is in the pipes now. Read that much, not more —
          * a descendant holding a pipe must not keep us here (DESIGN §1.1). */
         for (int i = 1; i <= 2; i++)
@@ -245,7 +316,12 @@ static void on_exit_cb(tend_proc *p, int err, const struct tend_exit *ex, void *
 
 static void on_stopped(tend_proc *p, int step, void *userdata) {
         struct run *r = userdata;
-        r->stop_step = step;
+        /* The step that ended the command itself was taken at its exit; this one is the step
+         * that emptied the group, which may be later. */
+        if (r->stop_step < 0)
+                r->stop_step = step;
+        r->timeout_ladder_done = true;
+        maybe_finish(r);
 }
 
 static void on_timeout(tend_timer *t, void *userdata) {
@@ -333,6 +409,9 @@ static int write_json(struct run *r, const char *path, int exit_code) {
         size_t len = strlen(text);
         text[len] = '\0';
         if (!strcmp(path, "-")) {
+                /* On a line of its own, even after output that did not end its last line. */
+                if (!r->sink[2].ends_line)
+                        (void)io_write_all(STDERR_FILENO, "\n", 1);
                 e = io_write_all(STDERR_FILENO, text, len);
                 if (e == 0)
                         e = io_write_all(STDERR_FILENO, "\n", 1);
@@ -447,20 +526,26 @@ struct user_info {
 };
 
 static int lookup_user(const char *name, struct user_info *u) {
+        memset(u, 0, sizeof *u); /* no account, no HOME/USER/LOGNAME */
         errno = 0;
         struct passwd *pw = getpwnam(name);
         if (!pw) {
-                /* A number that names no account is still a uid to run as. */
                 char *end;
                 unsigned long v = strtoul(name, &end, 10);
-                if (*name && !*end && v < (unsigned long)UINT32_MAX) {
+                if (!*name || *end || v >= (unsigned long)UINT32_MAX) {
+                        msg_error("unknown user '%s'", name);
+                        return -1;
+                }
+                /* A number is the account with that uid, if there is one (its groups and
+                 * HOME, as for its name); a number that names no account is still a uid to
+                 * run as. */
+                pw = getpwuid((uid_t)v);
+                if (!pw) {
                         u->uid = (uid_t)v;
                         u->gid = (gid_t)v;
                         u->n_groups = 0;
                         return 0;
                 }
-                msg_error("unknown user '%s'", name);
-                return -1;
         }
         u->uid = pw->pw_uid;
         u->gid = pw->pw_gid;
@@ -482,7 +567,21 @@ static int open_output(const char *path) {
         return fd;
 }
 
+/* With 0, 1 or 2 closed, the next open() lands there: a --stdout file opened as fd 1 would get
+ * the pass-through copy too. Hold each closed one with /dev/null, close-on-exec, so that the
+ * command still finds it closed. */
+static void hold_closed_stdio(void) {
+        for (int fd = 0; fd <= 2; fd++) {
+                if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+                        continue;
+                int n = open("/dev/null", O_RDWR | O_CLOEXEC | O_NOCTTY);
+                if (n >= 0 && n != fd)
+                        io_close(n);
+        }
+}
+
 int cmd_run(int argc, char **argv) {
+        hold_closed_stdio();
         struct run run;
         struct run *r = &run;
         memset(r, 0, sizeof *r);
@@ -490,7 +589,8 @@ int cmd_run(int argc, char **argv) {
         r->leftover_step = -1;
         r->pty_write_fd = -1;
         for (int i = 0; i < 3; i++)
-                r->sink[i] = (struct sink){ .run = r, .stream = i, .pass = true, .file_fd = -1 };
+                r->sink[i] = (struct sink){ .run = r, .stream = i, .pass = true, .file_fd = -1,
+                                            .ends_line = true };
         tend_ladder_default(&r->ladder);
 
         const char *stdout_path = NULL, *stderr_path = NULL, *json_path = NULL, *cwd = NULL;
@@ -705,12 +805,18 @@ int cmd_run(int argc, char **argv) {
                 int master = tend_proc_take_pty_fd(r->proc);
                 r->pty_write_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
                 e = tend_capture_new(r->loop, master, NULL, on_output, r, &r->cap[1]);
-                if (e == 0 && r->pty_write_fd >= 0 && !isatty(STDIN_FILENO))
-                        (void)tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin, r,
-                                             &r->stdin_watch);
-                else if (e == 0 && r->pty_write_fd >= 0)
-                        (void)tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin, r,
-                                             &r->stdin_watch);
+                if (e == 0 && r->pty_write_fd >= 0 &&
+                    io_set_nonblock(r->pty_write_fd, true) == 0 &&
+                    tend_watch_new(r->loop, r->pty_write_fd, 0, on_pty_writable, r,
+                                   &r->pty_in_watch) == 0) {
+                        int w = tend_watch_new(r->loop, STDIN_FILENO, EPOLLIN, on_stdin, r,
+                                               &r->stdin_watch);
+                        r->in_pollable = w == 0;
+                        if (w == -EPERM) /* epoll refuses a regular file or /dev/null */
+                                (void)tend_watch_set_events(r->pty_in_watch, EPOLLOUT);
+                        else if (w < 0)
+                                r->pty_in_watch = tend_watch_free(r->pty_in_watch);
+                }
         } else {
                 e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, 1), NULL,
                                      on_output, r, &r->cap[1]);
@@ -778,7 +884,7 @@ out:
                 tend_capture_free(r->cap[i]);
                 io_close(r->sink[i].file_fd);
         }
-        tend_watch_free(r->stdin_watch);
+        input_end(r);
         io_close(r->pty_write_fd);
         tend_timer_free(r->timeout_timer);
         tend_proc_free(r->proc);
