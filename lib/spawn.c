@@ -94,6 +94,14 @@ TEND_PUBLIC const char *tend_spawn_step_name(enum tend_spawn_step step) {
 
 /* ---- the child ----------------------------------------------------------------------- */
 
+/* The kernel's struct sigaction (rt_sigaction), which is not glibc's. */
+struct kernel_sigaction {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+};
+
 static CHILD_FN _Noreturn void child_fail(struct child_ctx *c, int step, int err) {
         c->step = step;
         c->err = err ? err : EIO;
@@ -125,20 +133,21 @@ static CHILD_FN int child_main(void *arg) {
         struct child_ctx *c = arg;
         const struct tend_spawn_opts *o = c->o;
 
-        /* The parent blocked every signal before cloning; we inherited that mask. */
+        /* The parent blocked every signal before cloning; we inherited that mask. The raw
+         * system call, because glibc's sigaction() refuses its reserved signals (32, 33),
+         * which a caller may still have ignored and which must be reset on request too. */
         for (int s = 1; s < _NSIG; s++) {
                 if (s == SIGKILL || s == SIGSTOP)
                         continue;
-                struct sigaction sa;
-                if (sigaction(s, NULL, &sa) < 0)
-                        continue; /* glibc's reserved signals */
-                if (sa.sa_handler == SIG_DFL)
+                struct kernel_sigaction sa;
+                if (syscall(SYS_rt_sigaction, s, NULL, &sa, sizeof(uint64_t)) < 0)
                         continue;
-                if (sa.sa_handler == SIG_IGN && !(o->flags & TEND_SPAWN_RESET_IGNORED))
+                if (sa.handler == SIG_DFL)
                         continue;
-                memset(&sa, 0, sizeof sa);
-                sa.sa_handler = SIG_DFL;
-                if (sigaction(s, &sa, NULL) < 0)
+                if (sa.handler == SIG_IGN && !(o->flags & TEND_SPAWN_RESET_IGNORED))
+                        continue;
+                struct kernel_sigaction dfl = { .handler = SIG_DFL };
+                if (syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof(uint64_t)) < 0)
                         child_fail(c, TEND_STEP_SIGNALS, errno);
         }
 
