@@ -246,8 +246,8 @@ static CHILD_FN int child_main(void *arg) {
                 child_exec(c, c->file);
                 child_fail(c, TEND_STEP_EXEC, errno);
         }
-        /* PATH search as execvp(3): ENOENT-like errors go on to the next entry, EACCES is
-         * remembered, anything else stops the search. */
+        /* PATH search as execvp(3): ENOENT-like errors go on to the next entry, EACCES of an
+         * existing file is remembered, anything else stops the search. */
         bool saw_eacces = false;
         size_t flen = child_strlen(c->file);
         const char *p = c->path_env;
@@ -267,9 +267,16 @@ static CHILD_FN int child_main(void *arg) {
                 memcpy(b + dlen + 1, c->file, flen + 1);
                 child_exec(c, b);
                 switch (errno) {
-                case EACCES:
-                        saw_eacces = true;
+                case EACCES: {
+                        /* Only a file that is there but not executable makes "permission
+                         * denied" the answer; a PATH directory we may not search (say
+                         * /root/bin for an ordinary user) hides nothing from us, as a
+                         * shell would also say "not found". */
+                        struct stat st;
+                        if (stat(b, &st) == 0)
+                                saw_eacces = true;
                         break;
+                }
                 case ENOENT: case ENOTDIR: case ESTALE: case ELOOP: case ENAMETOOLONG:
                 case ENODEV: case ETIMEDOUT:
                         break;
