@@ -17,6 +17,11 @@ CC       ?= cc
 PKG_DEPS := zlib jansson libsodium
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKG_DEPS) 2>/dev/null)
 DEP_LIBS   := $(shell pkg-config --libs $(PKG_DEPS) 2>/dev/null)
+# What only the program needs (not libtend, so not in tend.pc): the configuration parser of
+# `tend supervise`.
+PROG_PKG_DEPS := inih
+PROG_DEP_CFLAGS := $(shell pkg-config --cflags $(PROG_PKG_DEPS) 2>/dev/null)
+PROG_DEP_LIBS   := $(shell pkg-config --libs $(PROG_PKG_DEPS) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wvla
@@ -68,7 +73,7 @@ $(BUILD)/gen/license.h: LICENSE
 $(BUILD)/src/%.o: src/%.c include/tend.h $(wildcard lib/*.h src/*.h) $(HELP_H) $(BUILD)/gen/license.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/gen -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) $(PROG_DEP_CFLAGS) -I$(BUILD)/gen -c -o $@ $<
 
 $(BUILD)/lib/%.o: lib/%.c include/tend.h $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
@@ -89,10 +94,10 @@ $(SHARED_LIB): $(LIB_OBJ_PIC)
 
 ifeq ($(STATIC),1)
 $(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
-	$(Q)$(CC) $(LDFLAGS) -static -o $@ $(PROG_OBJ) $(STATIC_LIB) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -static -o $@ $(PROG_OBJ) $(STATIC_LIB) $(PROG_DEP_LIBS) $(LDLIBS)
 else
 $(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) $(PROG_DEP_LIBS) $(LDLIBS)
 endif
 
 # A statically linked program, to copy into any image as its init (as tini-static is):
@@ -125,9 +130,22 @@ tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC)
 check test: tests-build
 	$(Q)TEND_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest tests $(PYTEST_ARGS)
 
+# Benchmarks (never part of check): tend against its peers, results in $(BUILD)/bench/.
+# bench/run installs the Debian peers first (libuv is linked when present); BENCH_ARGS=--quick.
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(shell pkg-config --exists libuv && echo -DHAVE_LIBUV) $(LDFLAGS) \
+	    -o $@ $< $(STATIC_LIB) $(LDLIBS) $(shell pkg-config --libs libuv 2>/dev/null)
+bench: all
+	$(Q)/usr/bin/python3 bench/run --install-peers
+	$(Q)$(MAKE) --no-print-directory $(BENCH_BIN)
+	$(Q)/usr/bin/python3 bench/run --build $(BUILD) $(BENCH_ARGS)
+.PHONY: bench
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
 	install -m 755 $(PROGRAM) $(DESTDIR)$(BINDIR)/tend
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libtend.a
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/libtend.so.$(VERSION)
@@ -136,11 +154,13 @@ install: all
 	install -m 644 include/tend.h $(DESTDIR)$(INCLUDEDIR)/tend.h
 	install -m 644 $(BUILD)/tend.pc $(DESTDIR)$(PKGCONFIGDIR)/tend.pc
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tend $(DESTDIR)$(LIBDIR)/libtend.* \
 	    $(DESTDIR)$(INCLUDEDIR)/tend.h $(DESTDIR)$(PKGCONFIGDIR)/tend.pc
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
 
 clean:
 	rm -rf $(BUILD) build-*

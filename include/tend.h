@@ -243,7 +243,9 @@ enum tend_spawn_flags {
 
 struct tend_spawn_opts {
         /* Required. argv[0] is searched in PATH (of envp if given, else of the caller) when
-         * it has no '/', like execvp(); .file overrides what is executed. */
+         * it has no '/', like execvp(), except that a PATH directory that cannot be searched
+         * counts as "not there" (-ENOENT), not as -EACCES; -EACCES means a file was found
+         * and cannot be executed. .file overrides what is executed. */
         const char *const *argv;
         const char *file;
         const char *const *envp; /* NULL: the caller's environ */
@@ -357,6 +359,21 @@ bool tend_proc_exited(const tend_proc *p);
  * system call is made then: a recycled pid is never signalled). signo 0 probes. */
 int tend_proc_signal(tend_proc *p, int signo);
 
+/* Follow a process this loop did not spawn — the daemon a forking service's start command
+ * left behind, a pid named by a pidfile or by sd_notify's MAINPID= — as a handle like any
+ * other: its pidfd is opened (so signals can never reach a recycled pid) and watched by the
+ * loop. With group given, the process must be a live member of that group (checked after
+ * the pidfd is open, so what is adopted is the member), else -ESRCH. -EEXIST if the loop
+ * already has a handle for pid.
+ *
+ * The exit is seen when the pidfd polls readable. The status comes through waitid() when
+ * the process is a child of the caller — which is the case for orphans re-parented to a
+ * child subreaper or PID 1, the usual way a daemon's process becomes ours. For a process
+ * that stays another's child, the status is read from the pidfd once its parent has reaped
+ * it (PIDFD_INFO_EXIT, Linux >= 6.15); on older kernels the exit callback then gets
+ * -TEND_ESTATUSLOST. tend_exit.rusage is zero and start_usec is the time of adoption. */
+int tend_proc_adopt(tend_loop *loop, pid_t pid, tend_group *group, tend_proc **ret_proc);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Stop ladder                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
@@ -385,8 +402,10 @@ void tend_ladder_format(const struct tend_ladder *ladder, char *buf, size_t size
  * member of the group (cgroup.kill for SIGKILL where available) and the ladder goes on until
  * both p has exited and the group is empty; otherwise only p is signalled. cb is called once,
  * when done, with the index of the step that was in effect when the end came (so 0 means the
- * first signal sufficed). A ladder already running is restarted. When p exits, this callback
- * runs before p's exit callback; it must not free p (free it from the exit callback). */
+ * first signal sufficed). A ladder already running is restarted. The callback runs once p has
+ * exited and the group (if any) is empty: if both hold when p exits, it runs before p's exit
+ * callback, otherwise later, when the group empties. It must not free p (free p from the exit
+ * callback, or after this one). */
 typedef void (*tend_stop_cb)(tend_proc *p, int step, void *userdata);
 int tend_proc_stop(tend_proc *p, const struct tend_ladder *ladder, tend_group *group,
                    tend_stop_cb cb, void *userdata);

@@ -25,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef SYS_pidfd_open
@@ -605,6 +606,20 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
         return true;
 }
 
+/* The common end of a run — the command exited and left nothing behind — known without
+ * reading /proc (one /proc/PID/stat per process on the machine): this process has no child
+ * at all, not even a zombie, and nobody is in the group's process group. Every live
+ * descendant's topmost live ancestor below us would be a child of ours (we are a child
+ * subreaper: orphans come to us), so without children there are no descendants; and a
+ * member by process group alone would make kill(-pgid, 0) succeed (or fail with EPERM). */
+static bool pgroup_surely_empty(const tend_group *g) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 || errno != ECHILD)
+                return false;
+        return g->pgid <= 0 || (kill(-g->pgid, 0) < 0 && errno == ESRCH);
+}
+
 /* Members of a process-group group:
  *   every live process whose process group is the group's, and
  *   every live descendant of a process spawned into the group (also after it setsid()s), and,
@@ -615,6 +630,8 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
  * whose parent died cannot be attributed and is not a member; with one, children the
  * application forked itself are counted as the group's. The whole of /proc is read. */
 static int pgroup_snapshot(tend_group *g, struct mvec *out) {
+        if (pgroup_surely_empty(g))
+                return 0;
         int procfd = open_proc();
         if (procfd < 0)
                 return procfd;
@@ -760,9 +777,10 @@ static int signal_member(tend_group *g, int procfd, const struct member *m, int 
         return r;
 }
 
-/* Signal every member, re-reading the list until a pass finds nobody new (members fork while
- * we walk), at most `passes` times. A process is signalled at most once per call. */
-static int group_signal_passes(tend_group *g, int signo, int passes) {
+/* Signal every member but `skip` (0: none), re-reading the list until a pass finds nobody new
+ * (members fork while we walk), at most `passes` times. A process is signalled at most once
+ * per call. */
+static int group_signal_passes(tend_group *g, int signo, int passes, pid_t skip) {
         int procfd = open_proc();
         if (procfd < 0)
                 return procfd;
@@ -777,7 +795,7 @@ static int group_signal_passes(tend_group *g, int signo, int passes) {
                  * to it unsorted, which is fine as cur holds each (pid, start) once. */
                 size_t before = done.n;
                 for (size_t i = 0; i < cur.n; i++) {
-                        if (mvec_contains(&done, before, &cur.v[i]))
+                        if (mvec_contains(&done, before, &cur.v[i]) || cur.v[i].pid == skip)
                                 continue;
                         int s = signal_member(g, procfd, &cur.v[i], signo);
                         if (s > 0)
@@ -949,7 +967,12 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                         r = -ENOMEM;
                         break;
                 }
-                snprintf(g->path, plen, "%s/%s", g->parent_path, name);
+                size_t pl = strlen(g->parent_path);
+                /* The parent is the mount point itself ("/sys/fs/cgroup/unified/") when our
+                 * cgroup is the root: no "//" in the path we show. */
+                snprintf(g->path, plen, "%.*s/%s",
+                         (int)(pl > 1 && g->parent_path[pl - 1] == '/' ? pl - 1 : pl),
+                         g->parent_path, name);
                 /* own is "/" for the root cgroup: avoid "//name", which /proc/PID/cgroup
                  * never writes. */
                 snprintf(g->rel, rlen, "%s/%s", strcmp(own, "/") == 0 ? "" : own, name);
@@ -1191,7 +1214,7 @@ TEND_PUBLIC int tend_group_members(tend_group *g, pid_t *pids, size_t cap) {
 TEND_PUBLIC int tend_group_signal(tend_group *g, int signo) {
         if (!g || signo < 0 || signo >= NSIG)
                 return -EINVAL;
-        return group_signal_passes(g, signo, GROUP_SIGNAL_PASSES);
+        return group_signal_passes(g, signo, GROUP_SIGNAL_PASSES, 0);
 }
 
 /* SIGKILL, through pidfds, the members whose main thread has exited while other threads run.
@@ -1239,7 +1262,7 @@ TEND_PUBLIC int tend_group_kill(tend_group *g) {
         }
         /* A SIGKILLed process can no longer fork (fork fails with a fatal signal pending), so
          * each pass only has to catch children forked before their parent was hit. */
-        int r = group_signal_passes(g, SIGKILL, GROUP_KILL_PASSES);
+        int r = group_signal_passes(g, SIGKILL, GROUP_KILL_PASSES, 0);
         return r < 0 ? r : 0;
 }
 
@@ -1342,6 +1365,12 @@ void group_remove_empty_listener(tend_group *g, void *userdata) {
 
 struct proc_ladder **group_ladder_slot(tend_group *g) {
         return &g->ladder;
+}
+
+int group_signal_except(tend_group *g, int signo, pid_t skip) {
+        if (signo < 0 || signo >= _NSIG)
+                return -EINVAL;
+        return group_signal_passes(g, signo, GROUP_SIGNAL_PASSES, skip);
 }
 
 tend_loop *group_loop(const tend_group *g) {

@@ -64,6 +64,8 @@ int group_cgroup_fd(const tend_group *g);
 pid_t group_pgid(const tend_group *g);
 /* Tell the group a process was spawned into it (the first becomes the pgroup leader). */
 void group_note_spawned(tend_group *g, pid_t pid);
+/* tend_group_signal() to every member but `skip`, who was signalled on its own already. */
+int group_signal_except(tend_group *g, int signo, pid_t skip);
 /* The loop the group belongs to. */
 tend_loop *group_loop(const tend_group *g);
 /* Listeners for the populated -> empty transition, besides the public on_empty callback

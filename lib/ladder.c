@@ -75,24 +75,26 @@ static void ladder_check_done(struct proc_ladder *l) {
         }
 }
 
+/* signo to the main process (directly: it may not be in the group yet) and to every other
+ * member of the group, each once — a second SIGTERM makes many programs skip their graceful
+ * exit. */
+static void ladder_signal(struct proc_ladder *l, int signo) {
+        pid_t main_pid = 0;
+        if (l->proc && !l->proc_done && tend_proc_signal(l->proc, signo) == 0)
+                main_pid = tend_proc_pid(l->proc);
+        if (!l->group)
+                return;
+        if (signo == SIGKILL)
+                (void)tend_group_kill(l->group); /* atomic; a second KILL changes nothing */
+        else
+                (void)group_signal_except(l->group, signo, main_pid);
+}
+
 static void ladder_send(struct proc_ladder *l) {
         int signo = l->ladder.step[l->step].signo;
-        if (l->group) {
-                if (signo == SIGKILL)
-                        (void)tend_group_kill(l->group);
-                else
-                        (void)tend_group_signal(l->group, signo);
-        }
-        /* Also the main process directly: it may not be in the group (yet), and a signal
-         * it already got once more is harmless for a stop. */
-        if (l->proc && !l->proc_done)
-                (void)tend_proc_signal(l->proc, signo);
-        if (signo != SIGKILL && signo != SIGCONT) {
-                if (l->group)
-                        (void)tend_group_signal(l->group, SIGCONT);
-                if (l->proc && !l->proc_done)
-                        (void)tend_proc_signal(l->proc, SIGCONT);
-        }
+        ladder_signal(l, signo);
+        if (signo != SIGKILL && signo != SIGCONT)
+                ladder_signal(l, SIGCONT);
         if ((size_t)l->step + 1 < l->ladder.n || l->ladder.step[l->step].wait_usec)
                 tend_timer_start(l->timer, l->ladder.step[l->step].wait_usec);
 }

@@ -15,6 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
 /* Linux 6.13 / 6.15 uapi, absent from older headers. The 64-byte layout is the first
  * version the kernel accepts; exit_code sits in what 6.13 called spare0. */
 struct tend_pidfd_info {
@@ -301,6 +305,52 @@ TEND_PUBLIC int tend_proc_wait(tend_proc *p, struct tend_exit *ret_exit) {
                 return r;
         proc_note_collected(p);
         return result(p, ret_exit);
+}
+
+static bool pid_in_group(tend_group *g, pid_t pid) {
+        pid_t small[256], *pids = small;
+        size_t cap = ARRAY_SIZE(small);
+        bool found = false;
+        for (int tries = 0; tries < 4; tries++) {
+                int n = tend_group_members(g, pids, cap);
+                if (n < 0)
+                        break;
+                if ((size_t)n <= cap) {
+                        for (int i = 0; i < n && !found; i++)
+                                found = pids[i] == pid;
+                        break;
+                }
+                if (pids != small)
+                        free(pids);
+                cap = (size_t)n + 64;
+                pids = malloc(cap * sizeof *pids);
+                if (!pids)
+                        return false;
+        }
+        if (pids != small)
+                free(pids);
+        return found;
+}
+
+TEND_PUBLIC int tend_proc_adopt(tend_loop *loop, pid_t pid, tend_group *group,
+                                tend_proc **ret_proc) {
+        if (!loop || pid <= 0 || !ret_proc)
+                return -EINVAL;
+        if (loop_proc_find(loop, pid))
+                return -EEXIST;
+        long fd = syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0)
+                return -errno;
+        /* After the open: a pid recycled before it names a process that is not a member. */
+        if (group && !pid_in_group(group, pid)) {
+                io_close((int)fd);
+                return -ESRCH;
+        }
+        int stdio[3] = { -1, -1, -1 };
+        int r = proc_new(loop, pid, (int)fd, group, stdio, -1, tend_now_usec(), ret_proc);
+        if (r < 0)
+                io_close((int)fd);
+        return r;
 }
 
 TEND_PUBLIC int tend_proc_signal(tend_proc *p, int signo) {

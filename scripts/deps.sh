@@ -6,8 +6,9 @@
 # reads stdin.
 set -eu
 
-BUILD_PACKAGES="build-essential pkg-config zlib1g-dev libjansson-dev libsodium-dev"
-TEST_PACKAGES="libcmocka-dev python3 python3-pytest python3-pytest-xdist"
+BUILD_PACKAGES="build-essential pkg-config zlib1g-dev libjansson-dev libsodium-dev libinih-dev"
+# systemd: systemd-notify, a real sd_notify sender for the tests of tend supervise.
+TEST_PACKAGES="libcmocka-dev python3 python3-pytest python3-pytest-xdist systemd"
 PACKAGES="$BUILD_PACKAGES $TEST_PACKAGES"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

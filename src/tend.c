@@ -15,6 +15,7 @@ struct command {
 static const struct command commands[] = {
         { "run", cmd_run, "run one command to the end, with nothing lost and nothing left behind" },
         { "init", cmd_init, "be a container's PID 1: forward signals, reap zombies, end cleanly" },
+        { "supervise", cmd_supervise, "keep many services up from one event loop" },
         { "record", cmd_record, "read records written by `tend run --record`" },
 };
 
@@ -35,7 +36,7 @@ void msg_error(const char *fmt, ...) {
 static void usage(FILE *f) {
         fprintf(f, "usage: tend COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-                fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
         fprintf(f, "\n'tend COMMAND --help' or 'man tend-COMMAND' tells more.\n");
 }
 

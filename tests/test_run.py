@@ -1681,3 +1681,17 @@ def test_options_after_command_belong_to_it(tend, helper):
     cp = run(tend, "run", helper, "echo", "--quiet", "--timeout")
     assert cp.returncode == 0
     assert cp.stdout == b"--quiet --timeout\n"
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "no-cgroup"])
+def test_ladder_signals_the_command_once_per_step(tend, helper, cgroup):
+    # A real-time signal queues every copy, so a step that reached the main process twice
+    # (directly and as a group member) would show as two lines. Many programs take a second
+    # SIGTERM as "stop being graceful".
+    if cgroup:
+        require_cgroup2()
+    args = [] if cgroup else ["--no-cgroup"]
+    cp = run(tend, "run", *args, "--timeout", "100ms", "--stop", "RTMIN+1/300ms,KILL", "--",
+             helper, "catch", "RTMIN+1", "USR2")
+    assert cp.returncode == 124, cp.stderr
+    assert cp.stdout.count(b"got RTMIN+1") == 1, cp.stdout

@@ -1,0 +1,114 @@
+/* config.h — the configuration of `tend supervise` (tend.conf(5)), parsed by config.c. */
+#ifndef TEND_CONFIG_H
+#define TEND_CONFIG_H
+
+#include "cmd.h"
+#include "service.h"
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#define CONFIG_NAME_MAX 64
+#define CONFIG_RLIMITS_MAX 16
+
+enum svc_type { SVC_TYPE_SIMPLE = 0, SVC_TYPE_FORKING };
+
+enum svc_ready {
+        SVC_READY_NONE = 0, /* ready once spawned (forking: once the start command is done) */
+        SVC_READY_NOTIFY,   /* sd_notify READY=1 */
+        SVC_READY_FD,       /* s6: a newline on fd N */
+        SVC_READY_STOP,     /* Upstart: the main process SIGSTOPs itself */
+        SVC_READY_TCP,      /* a TCP connect to host:port succeeds */
+        SVC_READY_EXEC,     /* a command exits 0 */
+};
+
+enum svc_log { SVC_LOG_INHERIT = 0, SVC_LOG_FILE, SVC_LOG_NONE };
+
+/* A command: argv, or the text for /bin/sh -c when the service has shell = yes. */
+struct svc_command {
+        char **argv;  /* NULL-terminated; NULL when not set */
+        char *text;   /* as written, for messages */
+};
+
+struct svc_config {
+        char *name;
+        char *file;           /* where the section starts */
+        int line;
+        char *identity;       /* every key and value in order: equal text, equal service */
+
+        struct svc_command command;
+        bool shell;
+        char *directory;
+        char **env;           /* NAME=VALUE, NULL-terminated */
+        size_t n_env;
+        char *user;           /* as written; resolved at load time into: */
+        bool has_uid;
+        uid_t uid;
+        gid_t gid;            /* the user's primary group, or group = */
+        bool has_gid;
+        gid_t *groups;        /* the user's supplementary groups */
+        size_t n_groups;
+        char **user_env;      /* HOME=, USER=, LOGNAME= of the user, NULL-terminated */
+        char *group;
+        bool has_umask;
+        mode_t umask;
+        struct tend_rlimit rlimits[CONFIG_RLIMITS_MAX];
+        size_t n_rlimits;
+
+        struct svc_policy policy;
+        uint8_t success_codes[32];  /* bit per exit code 0..255 */
+        uint8_t success_signals[16]; /* bit per signal 1..127 */
+
+        enum svc_type type;
+        char *pidfile;
+
+        enum svc_ready ready;
+        int ready_fd;
+        struct sockaddr_storage tcp_addr;
+        socklen_t tcp_addr_len;
+        char *tcp_text;       /* host:port as written */
+        struct svc_command ready_exec;
+
+        struct tend_ladder ladder;
+        struct svc_command stop_command;
+        struct svc_command hooks[SVC_HOOK_COUNT];
+
+        char **after;         /* service names, NULL-terminated */
+        size_t n_after;
+        char **requires;
+        size_t n_requires;
+
+        enum svc_log log;
+        char *log_path;
+        uint64_t log_size;    /* rotate above this many bytes (0: never) */
+        unsigned log_keep;    /* rotated files kept */
+};
+
+struct config {
+        struct svc_config **services; /* sorted by name */
+        size_t n_services;
+};
+
+/* Parse path (and what it includes). On failure, every problem found has been reported with
+ * msg_error() as "FILE:LINE: problem" and a negative errno is returned. */
+int config_load(const char *path, struct config **ret_config);
+/* Frees the services still in c (a caller may take one and set its slot to NULL). */
+struct config *config_free(struct config *c);
+void config_service_free(struct svc_config *s);
+/* By name, or NULL. */
+struct svc_config *config_find(const struct config *c, const char *name);
+
+/* Does this exit (code, or signo if non-zero) count as success for the service? */
+bool config_exit_is_success(const struct svc_config *s, int code, int signo);
+
+/* Split text into words with shell-like quoting: blanks separate words; '...' keeps
+ * everything literally; "..." keeps everything but \", \\, \$ and \` (backslash-newline is
+ * dropped); a backslash outside quotes keeps the next character. No expansion of any kind:
+ * $, *, ~ and ` are ordinary characters (shell = yes runs /bin/sh for that). Returns 0 with a
+ * malloc'd NULL-terminated array (free with config_strv_free), or -EINVAL with *ret_error
+ * set to a static description. */
+int config_split(const char *text, char ***ret_words, size_t *ret_n, const char **ret_error);
+void config_strv_free(char **v);
+
+#endif
