@@ -96,8 +96,11 @@ ifeq ($(STATIC),1)
 $(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
 	$(Q)$(CC) $(LDFLAGS) -static -o $@ $(PROG_OBJ) $(STATIC_LIB) $(PROG_DEP_LIBS) $(LDLIBS)
 else
+# The small libraries go into the program itself (glibc stays shared): each shared library
+# costs every `tend run` time in the dynamic loader (0.2-0.4 ms here, BENCHMARKS.md).
 $(PROGRAM): $(PROG_OBJ) $(STATIC_LIB)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) $(PROG_DEP_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(PROG_OBJ) $(STATIC_LIB) -Wl,-Bstatic $(PROG_DEP_LIBS) \
+	    $(DEP_LIBS) -Wl,-Bdynamic $(filter-out $(DEP_LIBS),$(LDLIBS)) -pthread
 endif
 
 # A statically linked program, to copy into any image as its init (as tini-static is):

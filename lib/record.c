@@ -258,7 +258,10 @@ TEND_PUBLIC int tend_record_open(const char *path, uint64_t start_usec,
                 free(r);
                 return err;
         }
-        r->gz = gzdopen(fd, "wb");
+        /* Level 1: deflate at the default level 6 took 85% of `tend run --record`'s CPU and
+         * held capture to ~16 MiB/s (BENCHMARKS.md); level 1 is several times faster for a
+         * file a few percent larger, the right trade for a log. */
+        r->gz = gzdopen(fd, "wb1");
         if (!r->gz) {
                 io_close(fd); /* gzdopen leaves fd open when it fails */
                 free(r->held);
