@@ -26,6 +26,7 @@ int cmd_run(int argc, char **argv);
 int cmd_record(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
 /* `tend init` under one of tini's names (argv[0] is that name): tini's defaults. */
 int cmd_init_tini(int argc, char **argv);
 

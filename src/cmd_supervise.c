@@ -213,8 +213,10 @@ static bool apply_pending(struct sv *sv) {
                 s->next_cfg = NULL;
                 retire(sv, i);
                 i--;
-                if (!next)
+                if (!next) {
+                        control_on_removed(sv, s->cfg->name);
                         continue;
+                }
                 struct svc *n;
                 int e = svc_new(sv, next, &n);
                 if (e < 0) {
@@ -235,15 +237,19 @@ static bool apply_pending(struct sv *sv) {
         return any;
 }
 
-static void reload(struct sv *sv) {
-        if (sv->shutting_down)
-                return;
+int sv_reload(struct sv *sv, char *msg, size_t msg_size) {
+        if (sv->shutting_down) {
+                snprintf(msg, msg_size, "the supervisor is shutting down");
+                return -1;
+        }
         sv_say(sv, "reload: reading '%s'", sv->config_path);
         struct config *nc;
         if (config_load(sv->config_path, &nc) < 0) {
-                sv_say(sv, "reload: '%s' has errors (above); the running configuration stays",
-                       sv->config_path);
-                return;
+                snprintf(msg, msg_size,
+                         "'%s' has errors (on the supervisor's stderr); the running configuration stays",
+                         sv->config_path);
+                sv_say(sv, "reload: %s", msg);
+                return -1;
         }
         unsigned changed = 0, added = 0, removed = 0, same = 0;
         /* Which definitions of nc the running services take (or match): nc's slots stay in
@@ -251,8 +257,9 @@ static void reload(struct sv *sv) {
         bool *taken = calloc(nc->n_services ? nc->n_services : 1, sizeof *taken);
         if (!taken) {
                 config_free(nc);
+                snprintf(msg, msg_size, "out of memory");
                 sv_say(sv, "reload: out of memory");
-                return;
+                return -1;
         }
         size_t n_old = sv->n_svcs;
         for (size_t i = 0; i < n_old; i++) {
@@ -309,8 +316,10 @@ static void reload(struct sv *sv) {
         free(taken);
         sort_svcs(sv);
         config_free(nc);
-        sv_say(sv, "reload: %u changed, %u added, %u removed, %u unchanged", changed, added,
-               removed, same);
+        snprintf(msg, msg_size, "%u changed, %u added, %u removed, %u unchanged", changed,
+                 added, removed, same);
+        sv_say(sv, "reload: %s", msg);
+        return 0;
 }
 
 /* ---- settling, shutdown --------------------------------------------------------------------- */
@@ -365,7 +374,7 @@ static void on_shutdown_timer(tend_timer *t, void *userdata) {
         tend_loop_stop(sv->loop);
 }
 
-static void shutdown_all(struct sv *sv, const char *why) {
+void sv_shutdown(struct sv *sv, const char *why) {
         if (sv->shutting_down) {
                 if (!sv->shutdown_killed) {
                         sv->shutdown_killed = true;
@@ -394,12 +403,14 @@ static void on_signal(tend_signal *sig, const struct signalfd_siginfo *si, void 
         switch (si->ssi_signo) {
         case SIGTERM:
         case SIGINT:
-                shutdown_all(sv, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+                sv_shutdown(sv, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
                 break;
-        case SIGHUP:
-                reload(sv);
+        case SIGHUP: {
+                char msg[256];
+                (void)sv_reload(sv, msg, sizeof msg);
                 sv_settle(sv);
                 break;
+        }
         case SIGUSR1:
                 for (size_t i = 0; i < sv->n_svcs; i++) {
                         json_t *o = svc_status_json(sv->svcs[i]);
@@ -426,13 +437,17 @@ static void on_orphan(pid_t pid, int status, void *userdata) {
 
 /* ---- the command -------------------------------------------------------------------------------- */
 
-enum { OPT_CHECK = 1000, OPT_RUNTIME_DIR, OPT_SHUTDOWN_TIMEOUT, OPT_NO_CGROUP };
+enum { OPT_CHECK = 1000, OPT_RUNTIME_DIR, OPT_SHUTDOWN_TIMEOUT, OPT_NO_CGROUP, OPT_CONTROL,
+       OPT_CONTROL_GROUP, OPT_NO_CONTROL };
 
 static const struct option options[] = {
         { "check", no_argument, NULL, OPT_CHECK },
         { "runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR },
         { "shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT },
         { "no-cgroup", no_argument, NULL, OPT_NO_CGROUP },
+        { "control", required_argument, NULL, OPT_CONTROL },
+        { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
+        { "no-control", no_argument, NULL, OPT_NO_CONTROL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
 };
@@ -463,8 +478,9 @@ static void raise_nofile(void) {
 }
 
 int cmd_supervise(int argc, char **argv) {
-        bool check = false, no_cgroup = false;
-        const char *runtime_dir = NULL;
+        bool check = false, no_cgroup = false, no_control = false;
+        const char *runtime_dir = NULL, *control_path = NULL, *control_group = NULL;
+        char *control_default = NULL;
         uint64_t shutdown_timeout = 90ull * 1000 * 1000;
         int opt;
         optind = 1;
@@ -481,6 +497,9 @@ int cmd_supervise(int argc, char **argv) {
                         }
                         break;
                 case OPT_NO_CGROUP: no_cgroup = true; break;
+                case OPT_CONTROL: control_path = optarg; break;
+                case OPT_CONTROL_GROUP: control_group = optarg; break;
+                case OPT_NO_CONTROL: no_control = true; break;
                 case 'h':
                         fputs(help_supervise, stdout);
                         return 0;
@@ -559,6 +578,25 @@ int cmd_supervise(int argc, char **argv) {
         }
         for (int i = 1; i <= 2; i++)
                 outq_init(&sv->out[i], sv->loop, i, NULL, NULL);
+        if (!no_control) {
+                /* With --runtime-dir, the socket is in it (DIR/control): a supervisor started
+                 * for a test or a container has everything in one place. */
+                if (!control_path && runtime_dir) {
+                        if (asprintf(&control_default, "%s/control", runtime_dir) < 0)
+                                control_default = NULL;
+                } else if (!control_path) {
+                        control_default = control_default_path(true);
+                }
+                if (!control_path)
+                        control_path = control_default;
+                char err[512];
+                e = control_path ? control_open(sv, control_path, control_group, err, sizeof err)
+                                 : -ENOMEM;
+                if (e < 0) {
+                        msg_error("%s", control_path ? err : "out of memory");
+                        goto out;
+                }
+        }
         if (tend_timer_new(sv->loop, on_gc, sv, &sv->gc_timer) < 0 ||
             tend_timer_new(sv->loop, on_shutdown_timer, sv, &sv->shutdown_timer) < 0) {
                 msg_error("out of memory");
@@ -600,6 +638,8 @@ int cmd_supervise(int argc, char **argv) {
         else
                 code = 0;
 out:
+        control_free(sv);
+        free(control_default);
         config_free(cfg);
         for (size_t i = 0; i < sv->n_svcs; i++)
                 svc_free(sv->svcs[i]);

@@ -9,6 +9,7 @@
  *   supervise_log.c     each service's output: a pipe held across restarts, to a rotated
  *                       file with timestamps, to our own stdout/stderr, or nowhere
  *   supervise_status.c  a service described as JSON (for status dumps and `tend ctl`)
+ *   control.c           the control socket: JSON-lines requests of `tend ctl` (cmd_ctl.c)
  *
  * One process, one loop: every service is a handful of fds and timers in it, no thread. */
 #ifndef TEND_SUPERVISE_H
@@ -25,6 +26,7 @@
 struct sv;
 struct svc;
 struct svc_logger;
+struct control;
 
 /* ---- one service ----------------------------------------------------------------------- */
 
@@ -161,6 +163,7 @@ struct sv {
         uint64_t shutdown_timeout;
         unsigned long orphans_reaped;
         size_t n_wait_stop;          /* services with ready = stop waiting for the stop */
+        struct control *control;     /* the control socket (NULL: none) */
 };
 
 /* "tend: <text>" on our stderr, through the non-blocking queue. */
@@ -174,9 +177,33 @@ uint32_t sv_random(struct sv *sv);
 void sv_settle(struct sv *sv);
 /* Free buried procs and removed services at the next turn of the loop. */
 void sv_schedule_gc(struct sv *sv);
+/* Read the configuration again and apply the differences (SIGHUP). Returns 0, or -1 when it
+ * has errors and nothing changed; msg gets the summary. */
+int sv_reload(struct sv *sv, char *msg, size_t msg_size);
+/* Stop every service in reverse dependency order, then exit (SIGTERM). */
+void sv_shutdown(struct sv *sv, const char *why);
 
 /* ---- status (supervise_status.c) ------------------------------------------------------------ */
 
 json_t *svc_status_json(const struct svc *s);
+
+/* ---- the control socket (control.c) ------------------------------------------------------- */
+
+/* Where the socket is by default: $XDG_RUNTIME_DIR/tend-supervise.sock, /run/..., or
+ * /tmp/tend-supervise.UID.sock. The server takes the first it may write in; a client
+ * (for_server false) the first that exists. */
+char *control_default_path(bool for_server);
+/* Listen on path (mode 0600; 0660 and owned by group when given: its members may read
+ * status). Sets sv->control. Returns 0 or -errno with a message in err. */
+int control_open(struct sv *sv, const char *path, const char *group, char *err,
+                 size_t err_size);
+void control_free(struct sv *sv);
+/* s changed state: answer the waits it ends. */
+void control_on_transition(struct sv *sv, struct svc *s);
+/* The service named name is gone (a reload removed it). */
+void control_on_removed(struct sv *sv, const char *name);
+/* A line was written to the log file of service name: pass it to the followers. */
+void control_on_log_line(struct sv *sv, const char *name, const char *head, size_t head_len,
+                         const char *data, size_t len);
 
 #endif

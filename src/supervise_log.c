@@ -132,6 +132,7 @@ static void file_line(struct svc_logger *l, int stream, const char *data, size_t
                 return;
         }
         l->size += need;
+        control_on_log_line(l->sv, l->name, head, h, data, len); /* `tend ctl logs --follow` */
         if (l->failing) {
                 l->failing = false;
                 sv_say(l->sv, "svc '%s': log '%s' is written again (%lu lines dropped so far)",

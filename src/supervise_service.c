@@ -38,6 +38,7 @@ static void log_transition(struct svc *s, const struct svc_step *st) {
                 return;
         sv_say(s->sv, "svc '%s': %s -> %s (%s)", s->cfg->name, svc_state_name(st->from),
                svc_state_name(st->to), st->cause[0] ? st->cause : "-");
+        control_on_transition(s->sv, s); /* `tend ctl wait` */
 }
 
 /* ---- burying processes ------------------------------------------------------------------ */

@@ -16,6 +16,7 @@ static const struct command commands[] = {
         { "run", cmd_run, "run one command to the end, with nothing lost and nothing left behind" },
         { "init", cmd_init, "be a container's PID 1: forward signals, reap zombies, end cleanly" },
         { "supervise", cmd_supervise, "keep many services up from one event loop" },
+        { "ctl", cmd_ctl, "ask a running `tend supervise`: status, start, stop, wait, logs" },
         { "record", cmd_record, "read records written by `tend run --record`" },
 };
 

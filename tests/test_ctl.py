@@ -1,0 +1,492 @@
+"""`tend ctl` and the control socket of `tend supervise`.
+
+Each test starts a real supervisor (the Supervisor of test_supervise.py, whose transition
+lines on stderr are the events we wait for) with its control socket in its runtime directory,
+and drives it with `tend ctl` or with raw protocol lines. Waits are for replies, transitions
+or process exits, bounded by TIMEOUT, never a sleep. The supervisor is stopped at the end of
+each test and must exit 0.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import child_env, require_root
+from test_supervise import TIMEOUT, pid_gone, q, supervise  # noqa: F401 (fixture)
+
+
+def ctl(tend, sup, *args, control=None, prefix=(), check=None, timeout=TIMEOUT):
+    """Run `tend ctl` against sup; returns the CompletedProcess."""
+    path = control or sup.control
+    r = subprocess.run([*prefix, str(tend), "ctl", "--control", str(path), *args],
+                       capture_output=True, text=True, env=child_env(), timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    if check is not None:
+        assert r.returncode == check, (r.returncode, r.stdout, r.stderr)
+    return r
+
+
+def ctl_json(tend, sup, *args, check=0):
+    r = ctl(tend, sup, "--json", *args, check=check)
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def status(tend, sup, *names):
+    (reply,) = ctl_json(tend, sup, "status", *names)
+    assert reply["ok"] is True
+    return {s["name"]: s for s in reply["services"]}
+
+
+def start_sup(supervise, text, args=()):
+    sup = supervise(text, args=args)
+    sup.control = sup.runtime / "control"
+    return sup
+
+
+class Raw:
+    """A protocol client: lines out, reply objects in."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(str(path))  # blocking: a full backlog waits for the accept
+        self.s.settimeout(TIMEOUT)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def reply(self):
+        """The next reply object, or None at EOF. A Unix socket closed with unread input
+        (ours, which the supervisor refused to read) ends with ECONNRESET: that is an EOF
+        here too."""
+        while b"\n" not in self.buf:
+            try:
+                data = self.s.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                assert self.buf == b"", self.buf
+                return None
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self):
+        self.s.close()
+
+
+def two_services(helper):
+    return f"""\
+[service a]
+command = {helper} sleep-forever
+
+[service b]
+command = {helper} catch HUP
+environment = HELPER_READY_FD=3
+ready = fd:3
+"""
+
+
+# ---- the socket -----------------------------------------------------------------------------------
+
+def test_socket_mode_and_cleanup(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    st = os.stat(sup.control)
+    assert oct(st.st_mode & 0o777) == "0o600"
+    assert st.st_uid == os.geteuid()
+    assert sup.stop() == 0
+    assert not sup.control.exists()
+
+
+def test_second_supervisor_on_the_same_socket_is_refused(supervise, helper, tend, tmp):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    conf = Path(tmp) / "other.conf"
+    conf.write_text(f"[service x]\ncommand = {helper} sleep-forever\n")
+    r = subprocess.run([str(tend), "supervise", "--runtime-dir", str(Path(tmp) / "rt2"),
+                        "--control", str(sup.control), str(conf)], capture_output=True,
+                       text=True, env=child_env(), timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 125
+    assert "another supervisor listens" in r.stderr
+    ctl(tend, sup, "status", check=0)  # the first one still has its socket
+    assert sup.stop() == 0
+
+
+def test_stale_socket_is_replaced(supervise, helper, tend, tmp):
+    rt = Path(tmp) / "rt"
+    rt.mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(rt / "control"))
+    stale.close()  # bound, nobody listens: what a killed supervisor leaves
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    ctl(tend, sup, "status", check=0)
+    assert sup.stop() == 0
+
+
+def test_no_socket_is_a_connection_error(tend, tmp):
+    r = subprocess.run([str(tend), "ctl", "--control", str(Path(tmp) / "nothing"), "status"],
+                       capture_output=True, text=True, env=child_env(), timeout=TIMEOUT)
+    assert r.returncode == 125
+    assert "cannot connect" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["start"], ["signal", "a"],
+                                  ["wait", "a"], ["logs"], ["reload", "x"],
+                                  ["--timeout", "soon", "wait", "a", "running"], ["--bogus"]])
+def test_usage_errors(tend, tmp, args):
+    r = subprocess.run([str(tend), "ctl", "--control", str(Path(tmp) / "s"), *args],
+                       capture_output=True, text=True, env=child_env(), timeout=TIMEOUT)
+    assert r.returncode == 125, r
+    assert r.stderr.startswith("tend: ")
+
+
+def test_help(tend):
+    r = subprocess.run([str(tend), "ctl", "--help"], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0
+    assert "--json" in r.stdout and "125" in r.stdout
+
+
+# ---- verbs ----------------------------------------------------------------------------------------
+
+def test_status_table_and_json(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    sup.wait_state("b", "running")
+    r = ctl(tend, sup, "status", check=0)
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["NAME", "STATE", "PID", "UPTIME"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["a"][1] == "running" and rows["b"][1] == "running"
+    st = status(tend, sup)
+    assert set(st) == {"a", "b"}
+    a = st["a"]
+    assert a["state"] == "running" and a["ready"] is True
+    assert a["main_pid"] == int(rows["a"][2])
+    assert a["processes"] == [a["main_pid"]]
+    assert a["restarts"] == 0 and a["last_exit"] is None
+    assert a["uptime_seconds"] >= 0
+    assert set(status(tend, sup, "b")) == {"b"}
+    r = ctl(tend, sup, "status", "nope", check=1)
+    assert "unknown service 'nope'" in r.stderr
+    assert sup.stop() == 0
+
+
+def test_stop_start_restart_and_wait(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    pid = status(tend, sup, "a")["a"]["main_pid"]
+
+    ctl(tend, sup, "stop", "a", check=0)
+    assert "tend ctl stop (uid 0)" in sup.wait_state("a", "stopping")
+    ctl(tend, sup, "wait", "--timeout", "20s", "a", "stopped", check=0)
+    assert pid_gone(pid)
+    st = status(tend, sup, "a")["a"]
+    assert st["state"] == "stopped" and st["main_pid"] is None
+
+    # A wait that begins before the event is answered by the event.
+    waiter = subprocess.Popen([str(tend), "ctl", "--control", str(sup.control), "wait",
+                               "--timeout", "20s", "a", "running"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env())
+    try:
+        ctl(tend, sup, "start", "a", check=0)
+        out, err = waiter.communicate(timeout=TIMEOUT)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    assert waiter.returncode == 0, err
+    assert out == "a is running\n"
+    sup.wait_state("a", "running")
+    pid2 = status(tend, sup, "a")["a"]["main_pid"]
+    assert pid2 and pid2 != pid
+
+    (reply,) = ctl_json(tend, sup, "restart", "a")
+    assert reply["ok"] and reply["services"][0]["name"] == "a"
+    sup.wait_state("a", "stopping")
+    sup.wait_state("a", "starting")
+    sup.wait_state("a", "running")
+    assert pid_gone(pid2)
+    pid3 = status(tend, sup, "a")["a"]["main_pid"]
+    assert pid3 not in (pid, pid2)
+    assert status(tend, sup, "a")["a"]["restarts"] == 0  # asked for, not automatic
+
+    r = ctl(tend, sup, "start", "a", "nope", check=1)
+    assert "unknown service 'nope'" in r.stderr
+    assert sup.stop() == 0
+
+
+def test_wait_timeout(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    t0 = time.monotonic()
+    r = ctl(tend, sup, "wait", "--timeout", "300ms", "a", "stopped", check=1)
+    assert time.monotonic() - t0 >= 0.3
+    assert "timeout: 'a' did not become stopped within 0.3s (it is running)" in r.stderr
+    # Already there: at once.
+    ctl(tend, sup, "wait", "a", "running", check=0)
+    r = ctl(tend, sup, "wait", "a", "sleepy", check=1)
+    assert "unknown state" in r.stderr
+    assert sup.stop() == 0
+
+
+def test_wait_fails_when_the_service_fails(supervise, helper, tend):
+    sup = start_sup(supervise, f"""\
+[service bad]
+command = {helper} exit 3
+restart = never
+""")
+    sup.wait_state("bad", "failed")
+    r = ctl(tend, sup, "wait", "--timeout", "20s", "bad", "running", check=1)
+    assert "service 'bad' failed: exited with code 3" in r.stderr
+    ctl(tend, sup, "start", "bad", check=0)
+    r = ctl(tend, sup, "wait", "--timeout", "20s", "bad", "running", check=1)
+    assert "service 'bad' failed" in r.stderr
+    sup.wait_state("bad", "failed")
+    ctl(tend, sup, "wait", "bad", "failed", check=0)
+    assert sup.stop() == 0
+
+
+def test_signal(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("b", "running")
+    (reply,) = ctl_json(tend, sup, "signal", "b", "HUP")
+    assert reply["ok"] and reply["signal"] == "HUP" and reply["pid"] > 0
+    sup.wait_line(rf"^b: got HUP from {sup.proc.pid}$", stream=1)
+    sup.wait_state("b", "stopped")  # catch exits 0 once its signal came
+    r = ctl(tend, sup, "signal", "b", "HUP", check=1)
+    assert "has no main process" in r.stderr
+    r = ctl(tend, sup, "signal", "a", "NOSUCH", check=1)
+    assert "unknown signal" in r.stderr
+    assert sup.stop() == 0
+
+
+def test_reload_and_shutdown(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    sup.config.write_text(two_services(helper) + f"[service c]\ncommand = {helper} sleep-forever\n")
+    r = ctl(tend, sup, "reload", check=0)
+    assert r.stdout == "0 changed, 1 added, 0 removed, 2 unchanged\n"
+    ctl(tend, sup, "wait", "--timeout", "20s", "c", "running", check=0)
+    sup.config.write_text("[service broken\n")
+    r = ctl(tend, sup, "reload", check=1)
+    assert "has errors" in r.stderr
+    assert status(tend, sup, "c")["c"]["state"] == "running"
+
+    ctl(tend, sup, "shutdown", check=0)
+    sup.wait_line(r"^tend: shutdown \(tend ctl shutdown, uid 0\): stopping 3 services$")
+    assert sup.proc.wait(timeout=TIMEOUT) == 0
+    assert sup.stop() == 0
+    assert not sup.control.exists()
+
+
+def test_logs_tail_follow_and_elsewhere(supervise, helper, tend, tmp):
+    log = Path(tmp) / "l.log"
+    sup = start_sup(supervise, f"""\
+[service l]
+command = for i in 1 2 3 4 5; do echo line$i; done; exec {helper} catch USR1
+shell = yes
+log = file:{log}
+ready = exec:grep -q line5 {q(log)}
+
+[service a]
+command = {helper} sleep-forever
+""")
+    sup.wait_state("l", "running")  # the probe saw line5 in the file
+    r = ctl(tend, sup, "logs", "-n", "2", "l", check=0)
+    got = r.stdout.splitlines()
+    assert [line.split(" ", 2)[1:] for line in got] == [["stdout", "line4"], ["stdout", "line5"]]
+    replies = ctl_json(tend, sup, "logs", "l")
+    assert [x["log"].split()[-1] for x in replies[:-1]] == [f"line{i}" for i in range(1, 6)]
+    assert replies[-1] == {"ok": True, "lines": 5, "path": str(log), "following": False}
+
+    follower = subprocess.Popen([str(tend), "ctl", "--control", str(sup.control), "logs",
+                                 "-n", "1", "--follow", "l"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert follower.stdout.readline().endswith(" stdout line5\n")
+        # line5 was sent by the same callback that then registers the follower, and the
+        # supervisor is one thread: the signal request below is handled after it.
+        ctl(tend, sup, "signal", "l", "USR1", check=0)
+        line = follower.stdout.readline()
+        assert line.endswith(f" stdout got USR1 from {sup.proc.pid}\n"), line
+    finally:
+        follower.terminate()
+        follower.wait(timeout=TIMEOUT)
+
+    r = ctl(tend, sup, "logs", "a", check=1)
+    assert "does not log to a file" in r.stderr and "log = inherit" in r.stderr
+    assert sup.stop() == 0
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+def test_malformed_unknown_oversized_and_truncated(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+
+    c = Raw(sup.control)
+    c.send(b'{"verb": "status", oops\n')
+    r = c.reply()
+    assert r["ok"] is False and r["error"].startswith("malformed request")
+    c.send(b"[1, 2]\n")
+    assert "want an object" in c.reply()["error"]
+    c.send(b'{"verb": 7}\n')
+    assert "want an object" in c.reply()["error"]
+    c.send(b'{"verb": "status", "verb": "stop"}\n')
+    assert c.reply()["ok"] is False
+    c.send(b'{"id": 1, "verb": "dance"}\n')
+    assert c.reply() == {"id": 1, "ok": False, "error": "unknown verb 'dance'"}
+    c.send(b'{"verb": "start", "names": "a"}\n')
+    assert c.reply()["ok"] is False
+    c.send(b'\xff\xfe\x00garbage\n')
+    assert c.reply()["ok"] is False
+    # The same connection goes on; two requests in one write are both answered in order.
+    c.send(b'\n{"id": "x", "verb": "status", "names": ["a"]}\n{"id": 2, "verb": "status"}\n')
+    r1, r2 = c.reply(), c.reply()
+    assert r1["id"] == "x" and r1["ok"] and [s["name"] for s in r1["services"]] == ["a"]
+    assert r2["id"] == 2 and len(r2["services"]) == 2
+    c.close()
+
+    # Oversized: an error, then the connection is closed.
+    c = Raw(sup.control)
+    c.send(b'{"verb": "status", "pad": "' + b"x" * 70000)
+    r = c.reply()
+    assert r["ok"] is False and "too long" in r["error"]
+    assert c.reply() is None
+    c.close()
+
+    # Truncated: the peer ends its side in the middle of a line.
+    c = Raw(sup.control)
+    c.send(b'{"verb": "sta')
+    c.s.shutdown(socket.SHUT_WR)
+    r = c.reply()
+    assert r["ok"] is False and "truncated" in r["error"]
+    assert c.reply() is None
+    c.close()
+
+    # Gone before the reply: nothing to answer, nothing harmed.
+    c = Raw(sup.control)
+    c.send(b'{"verb": "status"}\n{"verb": "wait", "name": "a", "state": "stopped"}\n')
+    c.close()
+
+    assert sup.proc.poll() is None
+    assert status(tend, sup)["a"]["state"] == "running"
+    assert sup.stop() == 0
+
+
+def test_a_client_that_does_not_read_is_dropped(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    c = Raw(sup.control)
+    c.s.setblocking(False)
+    req = b'{"verb": "status"}\n' * 512
+    deadline = time.monotonic() + TIMEOUT
+    dropped = False
+    while time.monotonic() < deadline and not dropped:
+        try:
+            c.s.send(req)
+        except BlockingIOError:
+            # Our side is full too: the supervisor stopped reading us, or it is about to
+            # drop us. Wait for its word rather than sleep.
+            m = sup.wait_line(r"^tend: control: uid 0 \(pid \d+\) does not read its replies; dropped$")
+            dropped = bool(m)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped = True
+    assert dropped
+    c.close()
+    assert status(tend, sup)["a"]["state"] == "running"
+    assert sup.stop() == 0
+
+
+def test_too_many_connections(supervise, helper, tend):
+    sup = start_sup(supervise, two_services(helper))
+    sup.wait_state("a", "running")
+    conns = []
+    try:
+        for _ in range(64):
+            c = Raw(sup.control)
+            conns.append(c)
+            c.send(b'{"verb": "status", "names": ["a"]}\n')
+            assert c.reply()["ok"]  # accepted and counted
+        r = ctl(tend, sup, "status", check=1)
+        assert "too many control connections" in r.stderr
+        for c in conns[1:]:
+            c.close()
+        conns[0].send(b'{"verb": "status"}\n')
+        assert conns[0].reply()["ok"]
+    finally:
+        for c in conns:
+            c.close()
+    assert sup.stop() == 0
+
+
+# ---- who may ask -------------------------------------------------------------------------------
+
+@pytest.fixture
+def open_dir():
+    """A directory anybody may traverse (the test's own tmp is 0700)."""
+    d = tempfile.mkdtemp(prefix="tend-ctl-", dir="/tmp")
+    os.chmod(d, 0o711)
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def nobody(*extra):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv(1) is missing")
+    return ["setpriv", "--reuid=65534", "--regid=65534", *extra]
+
+
+def test_unauthorised_uid_is_refused(supervise, helper, tend, open_dir):
+    require_root()
+    sock = open_dir / "control"
+    sup = start_sup(supervise, two_services(helper), args=("--control", str(sock)))
+    sup.control = sock
+    sup.wait_state("a", "running")
+    # The file's mode stops it first ...
+    r = ctl(tend, sup, "status", prefix=nobody("--clear-groups"), check=125)
+    assert "Permission denied" in r.stderr
+    # ... and SO_PEERCRED even when the file lets it through.
+    os.chmod(sock, 0o666)
+    r = ctl(tend, sup, "status", prefix=nobody("--clear-groups"), check=1)
+    assert "permission denied: uid 65534 may not use this supervisor" in r.stderr
+    r = ctl(tend, sup, "stop", "a", prefix=nobody("--clear-groups"), check=1)
+    sup.wait_line(r"^tend: control: uid 65534 \(pid \d+\) refused$")
+    assert status(tend, sup, "a")["a"]["state"] == "running"
+    assert sup.stop() == 0
+
+
+def test_control_group_may_read_status_only(supervise, helper, tend, open_dir):
+    require_root()
+    sock = open_dir / "control"
+    sup = start_sup(supervise, two_services(helper),
+                    args=("--control", str(sock), "--control-group", "100"))
+    sup.control = sock
+    sup.wait_state("a", "running")
+    st = os.stat(sock)
+    assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 100
+    member = nobody("--groups=100")  # a supplementary group: SO_PEERGROUPS
+    r = ctl(tend, sup, "status", prefix=member, check=0)
+    assert "running" in r.stdout
+    ctl(tend, sup, "wait", "a", "running", prefix=member, check=0)
+    for args in (["stop", "a"], ["restart", "a"], ["signal", "a", "KILL"], ["shutdown"],
+                 ["reload"], ["logs", "a"]):
+        r = ctl(tend, sup, *args, prefix=member, check=1)
+        assert "permission denied: uid 65534 may only read status" in r.stderr, args
+    # A primary group works as well; no group at all does not.
+    ctl(tend, sup, "status", prefix=["setpriv", "--reuid=65534", "--regid=100",
+                                      "--clear-groups"], check=0)
+    r = ctl(tend, sup, "status", prefix=nobody("--clear-groups"), check=125)
+    assert status(tend, sup, "a")["a"]["state"] == "running"
+    assert sup.stop() == 0
