@@ -127,8 +127,47 @@ $(BUILD)/tests/%: tests/unit/%.c $(STATIC_LIB) $(wildcard tests/unit/*.h)
 ifneq ($(SAN),1)
 TESTS_STATIC := static
 endif
-tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC)
+tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC) fuzz-build
 .PHONY: tests-build
+
+# Fuzz targets (fuzz/README.md): the configuration parser, the control protocol and the
+# sd_notify parser. `fuzz-build` links each with fuzz/driver.c (corpus replay and deterministic
+# mutations; tests/test_fuzz.py runs them); `make fuzz` builds them with clang's libFuzzer
+# (and ASan+UBSan) in $(BUILD)-libfuzzer and runs each for FUZZ_TIME seconds.
+FUZZ_TARGETS := config control notify
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+FUZZ_OBJ_config := $(BUILD)/src/config.o
+FUZZ_OBJ_control := $(BUILD)/src/control.o
+FUZZ_OBJ_notify :=
+FUZZ_TIME ?= 60
+FUZZ_ARGS ?=
+ifeq ($(FUZZ_ENGINE),libfuzzer)
+CFLAGS += -fsanitize=fuzzer-no-link
+FUZZ_MAIN :=
+FUZZ_LDFLAGS := -fsanitize=fuzzer
+else
+FUZZ_MAIN := $(BUILD)/fuzz/driver.o
+FUZZ_LDFLAGS :=
+endif
+$(BUILD)/fuzz/%.o: fuzz/%.c fuzz/fuzz.h include/tend.h $(wildcard lib/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) $(PROG_DEP_CFLAGS) -Isrc -c -o $@ $<
+.SECONDEXPANSION:
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $$(FUZZ_OBJ_$$*) $(FUZZ_MAIN) $(STATIC_LIB)
+	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PROG_DEP_LIBS) $(LDLIBS)
+fuzz-build: $(FUZZ_BIN)
+fuzz:
+	$(Q)$(MAKE) --no-print-directory CC=clang SAN=1 FUZZ_ENGINE=libfuzzer \
+	    BUILD=$(BUILD)-libfuzzer fuzz-build
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)-libfuzzer/corpus/$$t $(BUILD)-libfuzzer/artifacts; \
+	    echo "  FUZZ    $$t ($(FUZZ_TIME) s)"; \
+	    $(BUILD)-libfuzzer/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -timeout=10 \
+	        -artifact_prefix=$(BUILD)-libfuzzer/artifacts/$$t- $(FUZZ_ARGS) \
+	        $(BUILD)-libfuzzer/corpus/$$t fuzz/corpus/$$t; \
+	done
+.PHONY: fuzz fuzz-build
 
 check test: tests-build
 	$(Q)TEND_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest tests $(PYTEST_ARGS)

@@ -271,6 +271,11 @@ struct tend_spawn_opts {
         struct {
                 unsigned short rows, cols; /* TEND_STDIO_PTY: initial size, 0: kernel default */
         } pty;
+        /* NULL: nothing. Else NAME=<the child's own pid> is put in the child's environment
+         * (envp, or the caller's environ), replacing any NAME= there — only the child knows
+         * its pid before exec (sd_notify's WATCHDOG_PID=, systemd's LISTEN_PID=). NAME must
+         * not contain '='. */
+        const char *pid_env_name;
 };
 
 /* Steps of process start-up, reported with an exec failure. */

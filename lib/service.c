@@ -571,6 +571,25 @@ void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
         ret_step->from = ret_step->to = m->state;
         if ((unsigned)m->state >= SVC_STATE_COUNT || (unsigned)in->event >= SVC_EV_COUNT)
                 return;
+        if (in->event == SVC_EV_START || in->event == SVC_EV_STOP)
+                m->held = false; /* asked explicitly: no longer waiting for a dependency */
+        if (in->event == SVC_EV_DEP_DOWN) {
+                /* Requires: a service that wants to be up stops with its required one and
+                 * remembers to come back with it. One that is down stays as it is. */
+                if (!svc_wants_up(m))
+                        return;
+                struct svc_input stop = *in;
+                stop.event = SVC_EV_STOP;
+                if (!stop.cause || !*stop.cause)
+                        stop.cause = "a required service went down";
+                handler h = table[m->state][SVC_EV_STOP];
+                if (h)
+                        h(m, &stop, ret_step);
+                snprintf(m->reason, sizeof m->reason, "%s", stop.cause);
+                m->held = true;
+                ret_step->to = m->state;
+                return;
+        }
         handler h = table[m->state][in->event];
         if (h)
                 h(m, in, ret_step);
@@ -609,6 +628,18 @@ enum svc_gate svc_start_gate(const struct svc_machine *dep, bool required) {
         case SVC_FAILED:
         default:
                 return required ? SVC_GATE_FAIL : SVC_GATE_GO;
+        }
+}
+
+bool svc_going_down(const struct svc_machine *dep) {
+        switch (dep->state) {
+        case SVC_STOPPED:
+        case SVC_FAILED:
+                return true;
+        case SVC_STOPPING:
+                return dep->after != SVC_AFTER_RESTART;
+        default:
+                return false;
         }
 }
 

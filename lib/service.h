@@ -66,6 +66,9 @@ enum svc_event {
         SVC_EV_WATCHDOG,         /* a watchdog ping: the deadline moves on */
         SVC_EV_WATCHDOG_FAIL,    /* the service asked for the watchdog action (cause) */
         SVC_EV_EXTEND,           /* the start/stop deadline moves to at least now + usec */
+        SVC_EV_DEP_DOWN,         /* a service it requires is going down for good (stopped by
+                                    request, failed; cause says which): if it wants to be
+                                    up, it stops as for SVC_EV_STOP and is held (see held) */
         SVC_EV_COUNT
 };
 
@@ -124,6 +127,9 @@ struct svc_machine {
         uint64_t window_start;    /* start-limit: first failure of the current window */
         unsigned window_failures;
         unsigned restarts;        /* automatic restarts, ever */
+        bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
+                                     caller starts it again once what it requires is running.
+                                     Any SVC_EV_START or SVC_EV_STOP clears it. */
         char reason[SVC_CAUSE_MAX]; /* failed: why; otherwise the last failure */
 };
 
@@ -166,6 +172,9 @@ bool svc_is_down(const struct svc_machine *m);
  * down. */
 enum svc_gate { SVC_GATE_WAIT = 0, SVC_GATE_GO, SVC_GATE_FAIL };
 enum svc_gate svc_start_gate(const struct svc_machine *dep, bool required);
+/* Is dep (a required service) going down for good: stopping not to restart, stopped or
+ * failed? A crash on its way to a restart (backoff) is not. */
+bool svc_going_down(const struct svc_machine *dep);
 /* A service being stopped waits while a service that starts after it is still stopping:
  * true when `dependent` no longer holds it back. */
 bool svc_stop_gate(const struct svc_machine *dependent);

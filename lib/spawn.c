@@ -59,6 +59,12 @@ struct child_ctx {
         const char *path_env;    /* the PATH to search */
         char *pathbuf;           /* room for one "dir/file" */
         char **sh_argv;          /* room for {"/bin/sh", path, argv[1..], NULL} (ENOEXEC) */
+        /* pid_env_name: envp is a copy whose slot pid_env_slot the child points at pid_env,
+         * "NAME=" with room for the digits, which the child writes. */
+        char **pid_envp;
+        size_t pid_env_slot;
+        char *pid_env;
+        size_t pid_env_prefix;
         size_t argc;
         struct fd_move moves[MAX_MAPPED];
         size_t n_moves;
@@ -113,6 +119,20 @@ static CHILD_FN size_t child_strlen(const char *s) {
         while (s[n])
                 n++;
         return n;
+}
+
+/* getpid() in decimal after the "NAME=" already in buf: no snprintf in the child. */
+static CHILD_FN void child_format_pid(char *buf, size_t prefix, pid_t pid) {
+        char digits[24];
+        size_t n = 0;
+        unsigned long v = (unsigned long)pid;
+        do {
+                digits[n++] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v && n < sizeof digits);
+        for (size_t i = 0; i < n; i++)
+                buf[prefix + i] = digits[n - 1 - i];
+        buf[prefix + n] = 0;
 }
 
 static CHILD_FN void child_exec(struct child_ctx *c, const char *path) {
@@ -237,6 +257,13 @@ static CHILD_FN int child_main(void *arg) {
 
         if (sigprocmask(SIG_SETMASK, &c->final_mask, NULL) < 0)
                 child_fail(c, TEND_STEP_SIGNALS, errno);
+
+        if (c->pid_env) {
+                /* Memory the parent prepared for this (CLONE_VM: it is the parent's too,
+                 * which sleeps until we exec and then frees it). */
+                child_format_pid(c->pid_env, c->pid_env_prefix, getpid());
+                c->pid_envp[c->pid_env_slot] = c->pid_env;
+        }
 
         bool has_slash = false;
         for (const char *p = c->file; *p; p++)
@@ -432,6 +459,35 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         c->parent_pid = getpid();
         while (o->argv[c->argc])
                 c->argc++;
+        if (o->pid_env_name) {
+                /* A copy of the environment without NAME=, plus a slot (and a buffer) the
+                 * child fills with NAME=<pid>. */
+                size_t nl = strlen(o->pid_env_name);
+                if (!nl || strchr(o->pid_env_name, '=')) {
+                        r = -EINVAL;
+                        goto out;
+                }
+                size_t n = 0;
+                for (char *const *e = c->envp; e && *e; e++)
+                        n++;
+                c->pid_envp = calloc(n + 2, sizeof *c->pid_envp);
+                c->pid_env = malloc(nl + 1 + 24);
+                if (!c->pid_envp || !c->pid_env) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                size_t k = 0;
+                for (char *const *e = c->envp; e && *e; e++)
+                        if (strncmp(*e, o->pid_env_name, nl) || (*e)[nl] != '=')
+                                c->pid_envp[k++] = *e;
+                c->pid_env_slot = k;
+                c->pid_envp[k] = (char *)""; /* replaced by the child before exec */
+                c->pid_envp[k + 1] = NULL;
+                memcpy(c->pid_env, o->pid_env_name, nl);
+                c->pid_env[nl] = '=';
+                c->pid_env_prefix = nl + 1;
+                c->envp = c->pid_envp;
+        }
         c->pathbuf = malloc(strlen(c->path_env) + strlen(c->file) + 3);
         c->sh_argv = calloc(c->argc + 2, sizeof *c->sh_argv);
         if (!c->pathbuf || !c->sh_argv) {
@@ -605,6 +661,8 @@ out:
         io_close(pty_slave);
         free(c->pathbuf);
         free(c->sh_argv);
+        free(c->pid_envp);
+        free(c->pid_env);
         free(c);
 out_step:
         if (r < 0 && ret_step)

@@ -5,7 +5,9 @@
  * (supervise_service.c). This file owns what concerns all of them: start-up, the dependency
  * pass that lets a waiting service go on once the services it starts after are ready (and a
  * stopping one once the services that start after it are down), SIGHUP reload, and the
- * SIGTERM/SIGINT shutdown in reverse dependency order under a global deadline.
+ * SIGTERM/SIGINT shutdown in reverse dependency order under a global deadline. requires =
+ * also stops a dependent when the service it requires goes down for good, and starts it
+ * again when that one is back (requires_pass).
  *
  * tend is a child subreaper and reaps orphans (tend_loop_reap_orphans): processes that
  * leave a service are re-parented here, reaped, and never taken for a service's main
@@ -149,9 +151,69 @@ static bool names_contain(char **v, const char *name) {
         return false;
 }
 
+/* requires = (systemd's Requires=), the part that stops and starts again. A service that
+ * got past waiting for its dependencies and wants to be up is stopped when a service it
+ * requires goes down for good: stopped by request (`tend ctl stop`, a reload that changed
+ * it) or on its way to failed. The required one waits for it (SVC_PHASE_WAIT_DEPENDENTS),
+ * so the dependent stops first. A crash on the way to a restart (backoff) stops nothing.
+ * The machine remembers (m.held) and, once every service it requires is running again, the
+ * dependent is started again, unless someone started or stopped it in between. A service
+ * still waiting for its dependencies is left to the start gate below (it fails). Runs before
+ * the gates, so that a required service being stopped sees its dependents stopping. */
+static bool requires_pass(struct sv *sv) {
+        bool any = false;
+        for (size_t i = 0; i < sv->n_svcs; i++) {
+                struct svc *s = sv->svcs[i];
+                char **v = s->cfg->requires;
+                if (!v || !v[0])
+                        continue;
+                if (svc_wants_up(&s->m) &&
+                    !(s->m.state == SVC_STARTING && s->m.phase == SVC_PHASE_WAIT_DEPS)) {
+                        for (size_t k = 0; v[k]; k++) {
+                                struct svc *d = sv_find(sv, v[k]);
+                                if (!d || !svc_going_down(&d->m))
+                                        continue;
+                                char cause[SVC_CAUSE_MAX];
+                                if (d->m.state == SVC_FAILED ||
+                                    (d->m.state == SVC_STOPPING && d->m.after == SVC_AFTER_FAILED))
+                                        snprintf(cause, sizeof cause,
+                                                 "required service '%s' failed: %.120s", v[k],
+                                                 d->m.reason);
+                                else
+                                        snprintf(cause, sizeof cause,
+                                                 "required service '%s' is %s", v[k],
+                                                 svc_state_name(d->m.state));
+                                svc_post(s, SVC_EV_DEP_DOWN, cause);
+                                any = true;
+                                break;
+                        }
+                } else if (s->m.held && s->m.state == SVC_STOPPED && !sv->shutting_down &&
+                           !s->next_cfg && !s->remove) {
+                        const char *back = NULL;
+                        for (size_t k = 0; v[k]; k++) {
+                                struct svc *d = sv_find(sv, v[k]);
+                                if (d && d->m.state != SVC_RUNNING) {
+                                        back = NULL;
+                                        break;
+                                }
+                                if (d)
+                                        back = v[k];
+                        }
+                        if (back) {
+                                char cause[SVC_CAUSE_MAX];
+                                snprintf(cause, sizeof cause,
+                                         "required service '%s' is running again", back);
+                                svc_post(s, SVC_EV_START, cause);
+                                any = true;
+                        }
+                }
+        }
+        return any;
+}
+
 /* Post what the dependency rules allow now. Returns true if anything was posted. */
 static bool deps_pass(struct sv *sv) {
-        bool any = false;
+        bool any = requires_pass(sv);
         for (size_t i = 0; i < sv->n_svcs; i++) {
                 struct svc *s = sv->svcs[i];
                 if (s->m.state == SVC_STARTING && s->m.phase == SVC_PHASE_WAIT_DEPS) {

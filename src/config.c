@@ -167,6 +167,10 @@ struct parse {
         size_t n_files;
         int errors;
         int depth;
+        /* The files being read now, outermost first: an include of one of them is a loop
+         * (which would otherwise be read again at every level down to the depth limit, each
+         * time once per include line: exponential). */
+        struct { dev_t dev; ino_t ino; } open[CONFIG_INCLUDE_DEPTH + 1];
 };
 
 /* One file being read: our reader joins backslash-continued lines into one logical line and
@@ -470,6 +474,17 @@ static int parse_file(struct parse *ps, const char *path) {
         FILE *f = fopen(path, "re");
         if (!f)
                 return -errno;
+        struct stat st;
+        if (fstat(fileno(f), &st) == 0 && ps->depth <= CONFIG_INCLUDE_DEPTH) {
+                for (int i = 0; i < ps->depth; i++)
+                        if (ps->open[i].dev == st.st_dev && ps->open[i].ino == st.st_ino) {
+                                perror_at(ps, file, 0, "include loop: this file is being read already");
+                                fclose(f);
+                                return -EINVAL;
+                        }
+                ps->open[ps->depth].dev = st.st_dev;
+                ps->open[ps->depth].ino = st.st_ino;
+        }
         struct reader r = { .f = f, .file = file, .ps = ps };
         int e = ini_parse_stream(reader_fn, &r, handler, &r);
         if (e > 0) {

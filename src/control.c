@@ -1079,3 +1079,87 @@ void control_free(struct sv *sv) {
         free(ctl->path);
         free(ctl);
 }
+
+/* ---- fuzzing ------------------------------------------------------------------------------- */
+
+/* For fuzz/fuzz_control.c (not used by tend itself): handle data as if a peer had sent it on
+ * one connection — with every right when full, else as a reader — in pieces of at most chunk
+ * bytes (0: all at once), then closed its end. A wait that holds the requests times out at
+ * once, so what follows it is handled too. Replies are read and dropped. Returns the number
+ * of reply bytes. */
+size_t control_feed(struct sv *sv, const char *data, size_t len, size_t chunk, bool full);
+
+static size_t feed_drain(int fd) {
+        char buf[4096];
+        size_t total = 0;
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+                total += (size_t)n;
+        return total;
+}
+
+size_t control_feed(struct sv *sv, const char *data, size_t len, size_t chunk, bool full) {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) < 0)
+                return 0;
+        struct control ctl = { .sv = sv, .fd = -1 };
+        struct conn *c = calloc(1, sizeof *c);
+        char *in = malloc(CTL_LINE_MAX);
+        size_t replies = 0;
+        if (!c || !in || tend_timer_new(sv->loop, on_kick, &ctl, &ctl.kick) < 0 ||
+            tend_watch_new(sv->loop, sp[0], EPOLLIN, on_conn, c, &c->watch) < 0) {
+                free(c);
+                free(in);
+                tend_timer_free(ctl.kick);
+                io_close(sp[0]);
+                io_close(sp[1]);
+                return 0;
+        }
+        c->ctl = &ctl;
+        c->fd = sp[0];
+        c->in = in;
+        c->events = EPOLLIN;
+        c->uid = geteuid();
+        c->pid = getpid();
+        c->full = full;
+        ctl.conns = c;
+        ctl.n_conns = 1;
+        struct control *saved = sv->control;
+        sv->control = &ctl;
+        if (!chunk)
+                chunk = len ? len : 1;
+        size_t off = 0;
+        for (;;) {
+                while (c->waiting && !c->dead)
+                        on_wait_timeout(c->wait_timer, c);
+                if (c->resume && !c->dead) {
+                        c->resume = false;
+                        conn_process(c);
+                        continue;
+                }
+                if (c->dead || c->closing || c->eof)
+                        break;
+                size_t room = CTL_LINE_MAX - c->in_len;
+                size_t n = len - off < chunk ? len - off : chunk;
+                if (n > room)
+                        n = room;
+                if (n == 0)
+                        c->eof = off == len;
+                if (n)
+                        memcpy(c->in + c->in_len, data + off, n);
+                c->in_len += n;
+                off += n;
+                conn_process(c);
+                replies += feed_drain(sp[1]);
+                if (n == 0 && !c->eof)
+                        break; /* a full buffer that conn_process left alone */
+        }
+        replies += feed_drain(sp[1]);
+        if (!c->dead)
+                conn_drop(c);
+        sv->control = saved;
+        conn_free(c);
+        tend_timer_free(ctl.kick);
+        io_close(sp[1]);
+        return replies;
+}

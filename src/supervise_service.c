@@ -119,8 +119,9 @@ static int env_add(char ***v, size_t *n, size_t *cap, char *e) {
 }
 
 /* Our environment, less the service manager's variables, then the user's HOME/USER/LOGNAME,
- * NOTIFY_SOCKET, WATCHDOG_USEC and MAINPID, then environment = (which wins). The strings are not
- * copied: the array is freed after the spawn. */
+ * NOTIFY_SOCKET, WATCHDOG_USEC and MAINPID, then environment = (which wins). WATCHDOG_PID is
+ * added by tend_spawn in the child (pid_env_name). The strings are not copied: the array is
+ * freed after the spawn. */
 static char **build_env(struct svc *s, char *watchdog_env, char *mainpid_env) {
         char **v = NULL;
         size_t n = 0, cap = 0;
@@ -166,7 +167,8 @@ static void spawn_error(const struct svc_config *c, const char *what, int e,
 }
 
 static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd_map *fds,
-                          size_t n_fds, tend_proc **ret, char *cause, size_t size) {
+                          size_t n_fds, bool is_main, tend_proc **ret, char *cause,
+                          size_t size) {
         const struct svc_config *c = s->cfg;
         char wd[64];
         snprintf(wd, sizeof wd, "WATCHDOG_USEC=%llu", (unsigned long long)c->policy.watchdog);
@@ -216,6 +218,11 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
         o.fds = fds;
         o.n_fds = n_fds;
         o.group = s->group;
+        /* sd_notify: the watchdog is the main process's, which WATCHDOG_PID names (as
+         * sd_watchdog_enabled() checks). Only a simple service's main process is known at
+         * spawn: a forking one's daemon gets WATCHDOG_USEC alone, which any pid may use. */
+        if (is_main && c->policy.watchdog && c->type != SVC_TYPE_FORKING)
+                o.pid_env_name = "WATCHDOG_PID";
         enum tend_spawn_step step = TEND_STEP_NONE;
         int e = tend_spawn(s->sv->loop, &o, ret, &step);
         free(env);
@@ -226,7 +233,7 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
 
 int svc_spawn_command(struct svc *s, const struct svc_command *cmd, tend_exit_cb cb,
                       tend_proc **ret, char *cause, size_t size) {
-        int e = spawn_in_group(s, cmd->argv, NULL, 0, ret, cause, size);
+        int e = spawn_in_group(s, cmd->argv, NULL, 0, false, ret, cause, size);
         if (e == 0)
                 tend_proc_on_exit(*ret, cb, s);
         return e;
@@ -335,8 +342,8 @@ static enum svc_event do_spawn(struct svc *s) {
                 return SVC_EV_SPAWN_FAILED;
         }
         tend_proc *p;
-        e = spawn_in_group(s, s->cfg->command.argv, has_map ? &map : NULL, has_map ? 1 : 0, &p,
-                           s->cause, sizeof s->cause);
+        e = spawn_in_group(s, s->cfg->command.argv, has_map ? &map : NULL, has_map ? 1 : 0, true,
+                           &p, s->cause, sizeof s->cause);
         if (has_map)
                 io_close(map.parent_fd); /* the child has its copy; EOF now means it closed */
         if (e < 0) {

@@ -245,7 +245,10 @@ def test_wait_fails_when_the_service_fails(supervise, helper, tend):
 [service bad]
 command = {helper} exit 3
 restart = never
+ready = notify
 """)
+    # Never ready (it exits without notifying), so it is never `running`: a wait for
+    # running cannot slip into a moment between the start and the exit.
     sup.wait_state("bad", "failed")
     r = ctl(tend, sup, "wait", "--timeout", "20s", "bad", "running", check=1)
     assert "service 'bad' failed: exited with code 3" in r.stderr

@@ -930,3 +930,142 @@ def test_example_configuration_is_valid(tend):
     r = run_check(tend, REPO / "examples" / "supervise" / "services.conf")
     assert r.returncode == 0, r.stderr
     assert "4 services, no problem found" in r.stdout
+
+
+def test_watchdog_pid_is_the_main_process(supervise, helper):
+    # sd_notify: WATCHDOG_PID names the process the watchdog applies to — the main process
+    # itself (its own pid, known only in the child), never a hook.
+    sup = supervise(f"""\
+[service wd]
+command = echo "main=$$ pid=$WATCHDOG_PID usec=$WATCHDOG_USEC"; exec {helper} notify READY=1
+shell = yes
+ready = notify
+watchdog = 60s
+post-start = /bin/sh -c 'echo "hook pid=${{WATCHDOG_PID-unset}}"'
+restart = never
+""")
+    sup.wait_state("wd", "running")
+    m = sup.wait_line(r"^wd: main=(\d+) pid=(\d+) usec=60000000$", stream=1)
+    assert m.group(1) == m.group(2)
+    sup.wait_line(r"^wd: hook pid=unset$", stream=1)
+    assert sup.stop() == 0
+
+
+# ---- the README's example, and requires = -----------------------------------------------------
+
+def _ctl(tend, sup, *args):
+    """`tend ctl` against sup's control socket (its runtime directory's)."""
+    return subprocess.run([str(tend), "ctl", "--control", str(sup.runtime / "control"), *args],
+                          capture_output=True, text=True, env=child_env(), timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_example_services(supervise, tend):
+    # The quick start's main job (scripts/demo): examples/supervise/services.conf as
+    # shipped. web, daemon and notifier become running; the worker runs, then crashes
+    # (exit 3) into backoff. A copy runs, so the worker's log lands in the test's directory.
+    from conftest import REPO
+    if not shutil.which("systemd-notify") or not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("needs /usr/bin/python3 and systemd-notify (Debian package systemd)")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 8731)) == 0:
+            pytest.skip("port 8731 (the example's web server) is in use")
+    text = (REPO / "examples" / "supervise" / "services.conf").read_text()
+    sup = supervise(text)
+    assert sup.wait_state("web", "running") == "ready: tcp 127.0.0.1:8731 accepted a connection"
+    sup.wait_state("daemon", "running")
+    assert sup.wait_state("notifier", "running") == "ready: notify"
+    sup.wait_state("worker", "running")
+    assert sup.wait_state("worker", "stopping") == "exited with code 3"
+    assert sup.wait_state("worker", "backoff").startswith("restart in ")
+    st = sup.status()
+    assert st["notifier"]["status_text"] == "warmed up"
+    assert st["daemon"]["main_pid"] and st["web"]["main_pid"]
+    r = _ctl(tend, sup, "logs", "-n", "5", "worker")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r" stderr crashing$", r.stdout, re.M), r.stdout
+    running = [n for (n, f, t, c) in sup.transitions() if t == "running"]
+    assert running.index("web") < running.index("worker")  # requires = web
+    assert sup.stop() == 0
+
+
+def _requires_conf(helper, order, db_extra=""):
+    def svc(name, deps):
+        return f"""
+[service {name}]
+command = trap 'echo stop-{name} >> {q(order)}; exit 0' TERM; echo start-{name} >> {q(order)}; \\
+    {helper} notify READY=1 & wait
+shell = yes
+ready = notify
+{deps}
+"""
+    # app requires db; web is only after db (ordered, never stopped by it). Ready once the
+    # shell has its trap set and waits.
+    return svc("app", "requires = db") + svc("db", db_extra) + svc("web", "after = db")
+
+
+def test_requires_stop_order(supervise, helper, tend, tmp):
+    order = Path(tmp) / "order"
+    sup = supervise(_requires_conf(helper, order))
+    for name in ("db", "app", "web"):
+        sup.wait_state(name, "running")
+    before = sup.status()
+    r = _ctl(tend, sup, "stop", "db")
+    assert r.returncode == 0, r.stderr
+    assert sup.wait_state("app", "stopping") == "required service 'db' is stopping"
+    sup.wait_state("app", "stopped")
+    sup.wait_state("db", "stopped")
+    lines = [(n, t) for (n, f, t, c) in sup.transitions() if t in ("stopping", "stopped")]
+    assert lines == [("db", "stopping"), ("app", "stopping"), ("app", "stopped"),
+                     ("db", "stopped")]
+    assert order.read_text().split()[3:] == ["stop-app", "stop-db"]
+    st = sup.status()
+    assert st["app"]["reason"] == "required service 'db' is stopping"
+    assert st["web"]["state"] == "running"  # after = only orders
+    assert st["web"]["main_pid"] == before["web"]["main_pid"]
+    # The required service comes back, and brings the dependent with it.
+    r = _ctl(tend, sup, "start", "db")
+    assert r.returncode == 0, r.stderr
+    sup.wait_state("db", "running")
+    assert sup.wait_state("app", "starting") == "required service 'db' is running again"
+    sup.wait_state("app", "running")
+    assert not [t for t in sup.transitions("web") if t[2] != "starting" and t[2] != "running"]
+    # A dependent stopped by request stays stopped when the required one comes back.
+    _ctl(tend, sup, "stop", "app")
+    sup.wait_state("app", "stopped")
+    _ctl(tend, sup, "restart", "db")  # a restart does not stop dependents either
+    sup.wait_state("db", "running")
+    _ctl(tend, sup, "stop", "db")
+    sup.wait_state("db", "stopped")
+    _ctl(tend, sup, "start", "db")
+    sup.wait_state("db", "running")
+    assert sup.status()["app"]["state"] == "stopped"
+    assert sup.stop() == 0
+
+
+def test_requires_failure(supervise, helper, tend, tmp):
+    # db crashes once: it is restarted (backoff) and app is left alone. The second crash
+    # hits the start limit: db is failed, and app is stopped with a reason naming it.
+    order = Path(tmp) / "order"
+    sup = supervise(_requires_conf(helper, order, "restart-delay = 10ms\nstart-limit = 2/60s"))
+    for name in ("db", "app", "web"):
+        sup.wait_state(name, "running")
+    app_pid = sup.status()["app"]["main_pid"]
+    os.kill(sup.status()["db"]["main_pid"], signal.SIGKILL)
+    sup.wait_state("db", "backoff")
+    sup.wait_state("db", "running")
+    assert sup.transitions("app") == [("app", "stopped", "starting", "start-up"),
+                                      ("app", "starting", "running", "ready: notify")], \
+        "\n".join(sup.err)
+    assert sup.status()["app"]["main_pid"] == app_pid
+    os.kill(sup.status()["db"]["main_pid"], signal.SIGKILL)
+    cause = sup.wait_state("app", "stopping")
+    assert cause.startswith("required service 'db' failed: start-limit: 2 ends within 60s"), cause
+    sup.wait_state("app", "stopped")
+    sup.wait_state("db", "failed")
+    assert sup.status()["web"]["state"] == "running"
+    # Started again by hand, db brings app back.
+    _ctl(tend, sup, "start", "db")
+    sup.wait_state("db", "running")
+    assert sup.wait_state("app", "running")
+    assert sup.stop() == 0

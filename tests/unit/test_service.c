@@ -645,6 +645,123 @@ static void required_failure_fails_dependent(void **state) {
         assert_true(svc_wants_up(&b.m));
 }
 
+/* ---- requires: stopped with the required service, back with it ------------------------ */
+
+static void dep_down_stops_and_holds_a_running_service(void **state) {
+        struct sim x;
+        sim_init(&x);
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        unsigned a = post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' is stopping");
+        /* A requested stop: it waits for its own dependents, then pre-stop and the ladder. */
+        assert_int_equal(x.m.state, SVC_STOPPING);
+        assert_int_equal(x.m.phase, SVC_PHASE_WAIT_DEPENDENTS);
+        assert_int_equal(a, 0);
+        assert_true(x.last.changed);
+        assert_string_equal(x.last.cause, "required service 'db' is stopping");
+        assert_true(x.m.held);
+        assert_string_equal(x.m.reason, "required service 'db' is stopping");
+        assert_true(post(&x, SVC_EV_DEPENDENTS_DOWN, false, NULL) & SVC_DO_STOP);
+        post(&x, SVC_EV_GROUP_EMPTY, false, "ended after SIGTERM");
+        assert_int_equal(x.m.state, SVC_STOPPED);
+        assert_true(x.m.held);          /* the caller starts it again once db is back */
+        assert_false(svc_wants_up(&x.m));
+        /* A second DEP_DOWN while down changes nothing. */
+        post(&x, SVC_EV_DEP_DOWN, false, "again");
+        assert_false(x.last.changed);
+        assert_int_equal(x.m.state, SVC_STOPPED);
+        /* Coming back is an ordinary start; it clears the mark. */
+        post(&x, SVC_EV_START, false, "required service 'db' is running again");
+        assert_false(x.m.held);
+        assert_int_equal(x.m.state, SVC_STARTING);
+        assert_string_equal(x.last.cause, "required service 'db' is running again");
+        start_to_running(&x);
+}
+
+static void dep_down_in_backoff_and_while_restarting(void **state) {
+        struct sim x;
+        sim_init(&x);
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        crash(&x);
+        assert_int_equal(x.m.state, SVC_BACKOFF);
+        post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' failed: exited with code 1");
+        assert_int_equal(x.m.state, SVC_STOPPED);
+        assert_int_equal(x.m.deadline, 0);
+        assert_true(x.m.held);
+        assert_string_equal(x.last.cause, "required service 'db' failed: exited with code 1");
+
+        /* Stopping after a crash, on its way to a restart: the restart is cancelled. */
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        post(&x, SVC_EV_EXIT, false, "exited with code 1");
+        assert_int_equal(x.m.state, SVC_STOPPING);
+        assert_true(svc_wants_up(&x.m));
+        post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' is stopping");
+        assert_true(x.m.held);
+        post(&x, SVC_EV_GROUP_EMPTY, false, "ended");
+        assert_int_equal(x.m.state, SVC_STOPPED);
+}
+
+static void dep_down_leaves_a_service_that_is_down_alone(void **state) {
+        struct sim x;
+        sim_init(&x);
+        post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' is stopping");
+        assert_int_equal(x.m.state, SVC_STOPPED);
+        assert_false(x.m.held);         /* it was not wanted up: nothing to bring back */
+        /* Stopped by request, then its dependency goes: still not held. */
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        post(&x, SVC_EV_STOP, false, NULL);
+        post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' is stopping");
+        assert_false(x.m.held);
+        /* A stop by request clears the mark of a held service. */
+        post(&x, SVC_EV_DEPENDENTS_DOWN, false, NULL);
+        post(&x, SVC_EV_GROUP_EMPTY, false, NULL);
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        post(&x, SVC_EV_DEP_DOWN, false, "x");
+        assert_true(x.m.held);
+        post(&x, SVC_EV_STOP, false, "tend ctl stop");
+        assert_false(x.m.held);
+}
+
+static void going_down_is_for_good_only(void **state) {
+        struct sim d;
+        sim_init(&d);
+        assert_true(svc_going_down(&d.m)); /* stopped */
+        post(&d, SVC_EV_START, false, NULL);
+        assert_false(svc_going_down(&d.m));
+        start_to_running(&d);
+        assert_false(svc_going_down(&d.m));
+        /* A crash on its way to a restart is not going down. */
+        post(&d, SVC_EV_EXIT, false, "exited with code 1");
+        assert_false(svc_going_down(&d.m));
+        post(&d, SVC_EV_GROUP_EMPTY, false, NULL);
+        assert_int_equal(d.m.state, SVC_BACKOFF);
+        assert_false(svc_going_down(&d.m));
+        fire(&d);
+        start_to_running(&d);
+        /* A stop by request is, from its first moment (while it waits for dependents). */
+        post(&d, SVC_EV_STOP, false, NULL);
+        assert_int_equal(d.m.phase, SVC_PHASE_WAIT_DEPENDENTS);
+        assert_true(svc_going_down(&d.m));
+        /* ... unless a start comes meanwhile (tend ctl restart). */
+        post(&d, SVC_EV_START, false, NULL);
+        assert_false(svc_going_down(&d.m));
+        post(&d, SVC_EV_DEPENDENTS_DOWN, false, NULL);
+        post(&d, SVC_EV_GROUP_EMPTY, false, NULL);
+        start_to_running(&d);
+        /* A failure with no restart is going down while it stops, and failed after. */
+        d.p.restart = SVC_RESTART_NEVER;
+        post(&d, SVC_EV_EXIT, false, "exited with code 1");
+        assert_int_equal(d.m.state, SVC_STOPPING);
+        assert_true(svc_going_down(&d.m));
+        post(&d, SVC_EV_GROUP_EMPTY, false, NULL);
+        assert_int_equal(d.m.state, SVC_FAILED);
+        assert_true(svc_going_down(&d.m));
+}
+
 static void names(void **state) {
         assert_string_equal(svc_state_name(SVC_BACKOFF), "backoff");
         assert_string_equal(svc_state_name(SVC_FAILED), "failed");
@@ -679,6 +796,10 @@ static const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_event_in_every_state_is_safe),
         cmocka_unit_test(dependency_order),
         cmocka_unit_test(required_failure_fails_dependent),
+        cmocka_unit_test(dep_down_stops_and_holds_a_running_service),
+        cmocka_unit_test(dep_down_in_backoff_and_while_restarting),
+        cmocka_unit_test(dep_down_leaves_a_service_that_is_down_alone),
+        cmocka_unit_test(going_down_is_for_good_only),
         cmocka_unit_test(names),
 };
 

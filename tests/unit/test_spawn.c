@@ -955,6 +955,45 @@ static void script_without_shebang(void **state) {
         assert_int_equal(ex.code, 3);
 }
 
+/* pid_env_name: NAME=<the child's own pid> in its environment, replacing an old NAME=. */
+static void pid_env_set(void **state) {
+        struct fx *f = *state;
+        char out[64], want[64];
+        struct tend_exit ex;
+        const char *envp[] = { "WATCHDOG_PID=1", "FOO=bar", "WATCHDOG_PIDX=2", NULL };
+        for (int round = 0; round < 3; round++) {
+                const char *argv[] = { helper_path(), "env",
+                                       round == 1 ? "WATCHDOG_PIDX" : "WATCHDOG_PID", NULL };
+                struct tend_spawn_opts o = { .argv = argv, .envp = round == 2 ? NULL : envp,
+                                             .pid_env_name = "WATCHDOG_PID" };
+                o.stdio[1].kind = TEND_STDIO_PIPE;
+                tend_proc *p = ut_spawn(f->loop, &o);
+                pid_t pid = tend_proc_pid(p);
+                int fd = tend_proc_take_stdio_fd(p, 1);
+                ut_read_all(fd, out, sizeof out);
+                close(fd);
+                assert_int_equal(tend_proc_wait(p, &ex), 0);
+                tend_proc_free(p);
+                if (round == 1)
+                        snprintf(want, sizeof want, "2\n"); /* a longer name is not NAME */
+                else
+                        snprintf(want, sizeof want, "%d\n", (int)pid);
+                assert_string_equal(out, want);
+        }
+        /* The other variables are all there, once. */
+        struct tend_spawn_opts o = { .argv = UT_ARGV(helper_path(), "env", "FOO"), .envp = envp,
+                                     .pid_env_name = "WATCHDOG_PID" };
+        ut_run_output(f->loop, &o, out, sizeof out, &ex);
+        assert_string_equal(out, "bar\n");
+        /* A name with '=' is refused before anything runs. */
+        struct tend_spawn_opts bad = { .argv = UT_ARGV(helper_path(), "exit", "0"),
+                                       .pid_env_name = "A=B" };
+        tend_proc *p = NULL;
+        enum tend_spawn_step step;
+        assert_int_equal(tend_spawn(f->loop, &bad, &p, &step), -EINVAL);
+        assert_int_equal(step, TEND_STEP_PREPARE);
+}
+
 /* A parent with a large, touched heap (256 MiB) still spawns, quickly: the child is made
  * with CLONE_VM, so the parent's page tables are not copied. */
 static void large_parent(void **state) {
@@ -1005,6 +1044,7 @@ static const struct CMUnitTest tests[] = {
         T(exec_failures),
         T(script_without_shebang),
         T(large_parent),
+        T(pid_env_set),
 };
 
 TEND_TEST_MAIN(tests)
