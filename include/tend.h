@@ -386,7 +386,7 @@ int tend_proc_adopt(tend_loop *loop, pid_t pid, tend_group *group, tend_proc **r
 #define TEND_LADDER_MAX 8
 
 struct tend_ladder_step {
-        int signo;
+        int signo; /* 0: send nothing, only wait (a stop command does the asking) */
         uint64_t wait_usec; /* how long to wait for the end after sending; last step: unused */
 };
 struct tend_ladder {

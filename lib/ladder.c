@@ -93,7 +93,9 @@ static void ladder_signal(struct proc_ladder *l, int signo) {
 static void ladder_send(struct proc_ladder *l) {
         int signo = l->ladder.step[l->step].signo;
         ladder_signal(l, signo);
-        if (signo != SIGKILL && signo != SIGCONT)
+        /* Signal 0 (a step that only waits, e.g. while a stop command works) sends nothing
+         * that a stopped process would need to be woken for. */
+        if (signo != 0 && signo != SIGKILL && signo != SIGCONT)
                 ladder_signal(l, SIGCONT);
         if ((size_t)l->step + 1 < l->ladder.n || l->ladder.step[l->step].wait_usec)
                 tend_timer_start(l->timer, l->ladder.step[l->step].wait_usec);
