@@ -21,6 +21,12 @@ enum {
 void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_verror(const char *fmt, va_list ap);
 
+/* prog.c: block SIGPIPE, make the loop, become a child subreaper and reap orphans (on_orphan
+ * may be NULL); prints what failed. Returns 0 or a negative errno. */
+int prog_owner_loop(tend_loop **ret_loop, tend_orphan_cb on_orphan, void *userdata);
+/* Make our own process group the terminal's foreground again (after a child had it). */
+void prog_take_terminal_back(void);
+
 /* Subcommands: argv[0] is the subcommand's name; each returns the exit code. */
 int cmd_run(int argc, char **argv);
 int cmd_record(int argc, char **argv);

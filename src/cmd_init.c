@@ -200,13 +200,7 @@ static void restore_foreground(struct init *in) {
         if (!in->gave_foreground)
                 return;
         in->gave_foreground = false;
-        /* We are in the background now: tcsetpgrp would stop us with SIGTTOU. */
-        sigset_t ttou, old;
-        sigemptyset(&ttou);
-        sigaddset(&ttou, SIGTTOU);
-        sigprocmask(SIG_BLOCK, &ttou, &old);
-        (void)tcsetpgrp(STDIN_FILENO, getpgrp());
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        prog_take_terminal_back();
 }
 
 static void on_leftovers_stopped(tend_group *g, int step, void *userdata) {

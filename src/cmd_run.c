@@ -281,13 +281,7 @@ static void restore_foreground(struct run *r) {
         if (!r->gave_foreground)
                 return;
         r->gave_foreground = false;
-        /* We are in the background now: tcsetpgrp would stop us with SIGTTOU. */
-        sigset_t ttou, old;
-        sigemptyset(&ttou);
-        sigaddset(&ttou, SIGTTOU);
-        sigprocmask(SIG_BLOCK, &ttou, &old);
-        (void)tcsetpgrp(STDIN_FILENO, getpgrp());
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        prog_take_terminal_back();
 }
 
 static void on_exit_cb(tend_proc *p, int err, const struct tend_exit *ex, void *userdata) {
@@ -700,28 +694,9 @@ int cmd_run(int argc, char **argv) {
         if (quiet)
                 r->sink[1].pass = r->sink[2].pass = false;
 
-        /* A closed reader of our stdout must not kill us before the child's status is known:
-         * blocked, SIGPIPE turns into EPIPE; the child gets its own empty mask. */
-        sigset_t pipe_set;
-        sigemptyset(&pipe_set);
-        sigaddset(&pipe_set, SIGPIPE);
-        sigprocmask(SIG_BLOCK, &pipe_set, NULL);
-
-        int e = tend_loop_new(&r->loop);
-        if (e < 0) {
-                msg_error("cannot create the event loop: %s", tend_strerror(e));
+        int e = prog_owner_loop(&r->loop, NULL, NULL);
+        if (e < 0)
                 goto out;
-        }
-        /* Every descendant that loses its parent comes to us, in every mode (DESIGN §1.7). */
-        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
-                msg_error("cannot become a subreaper: %s", strerror(errno));
-                goto out;
-        }
-        e = tend_loop_reap_orphans(r->loop, NULL, NULL);
-        if (e < 0) {
-                msg_error("cannot watch SIGCHLD: %s", tend_strerror(e));
-                goto out;
-        }
         e = tend_group_new(r->loop, "run", no_cgroup ? TEND_GROUP_NO_CGROUP : 0, &r->group);
         if (e < 0) {
                 msg_error("cannot create a process group: %s", tend_strerror(e));

@@ -606,26 +606,11 @@ int cmd_supervise(int argc, char **argv) {
         tend_signal *signals[6] = { 0 };
         bool made_dir = false;
 
-        sigset_t pipe_set;
-        sigemptyset(&pipe_set);
-        sigaddset(&pipe_set, SIGPIPE);
-        sigprocmask(SIG_BLOCK, &pipe_set, NULL);
         raise_nofile();
 
-        e = tend_loop_new(&sv->loop);
-        if (e < 0) {
-                msg_error("cannot create the event loop: %s", tend_strerror(e));
+        e = prog_owner_loop(&sv->loop, on_orphan, sv);
+        if (e < 0)
                 goto out;
-        }
-        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
-                msg_error("cannot become a subreaper: %s", strerror(errno));
-                goto out;
-        }
-        e = tend_loop_reap_orphans(sv->loop, on_orphan, sv);
-        if (e < 0) {
-                msg_error("cannot watch SIGCHLD: %s", tend_strerror(e));
-                goto out;
-        }
         sv->runtime_dir = runtime_dir ? strdup(runtime_dir) : default_runtime_dir();
         if (!sv->runtime_dir) {
                 msg_error("out of memory");
