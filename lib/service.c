@@ -110,8 +110,15 @@ static void run_hook(struct svc_machine *m, const struct svc_input *in, struct s
         m->deadline = after_now(in->now, m->policy->hook_timeout[h]);
 }
 
+/* The watchdog interval in force: the service's own WATCHDOG_USEC= for this run, if it sent
+ * one, else the configured one. */
+static uint64_t watchdog_of(const struct svc_machine *m) {
+        return m->watchdog_usec ? m->watchdog_usec : m->policy->watchdog;
+}
+
 static void spawn_main(struct svc_machine *m, const struct svc_input *in, struct svc_step *st) {
         m->phase = SVC_PHASE_START;
+        m->watchdog_usec = 0; /* a new run starts with the configured interval */
         st->actions |= SVC_DO_SPAWN;
         m->deadline = after_now(in->now, m->policy->ready_timeout);
 }
@@ -120,7 +127,7 @@ static void go_running(struct svc_machine *m, const struct svc_input *in, struct
         enter(m, in, st, SVC_RUNNING, SVC_PHASE_NONE);
         if (!m->ready_since)
                 m->ready_since = in->now;
-        m->deadline = after_now(in->now, m->policy->watchdog);
+        m->deadline = after_now(in->now, watchdog_of(m));
 }
 
 /* Ready: post-start if there is one, else running. */
@@ -414,14 +421,18 @@ static void running_timer(struct svc_machine *m, const struct svc_input *in,
         if (!m->deadline || in->now < m->deadline)
                 return;
         char t[32], cause[SVC_CAUSE_MAX];
-        format_usec(t, sizeof t, m->policy->watchdog);
+        format_usec(t, sizeof t, watchdog_of(m));
         snprintf(cause, sizeof cause, "watchdog: no ping for %s", t);
         failed(m, in, st, false, cause);
 }
 
+/* A ping; with usec, also the service's new interval (sd_notify WATCHDOG_USEC=), which
+ * counts from now, as systemd does. */
 static void running_watchdog(struct svc_machine *m, const struct svc_input *in,
                              struct svc_step *st) {
-        m->deadline = after_now(in->now, m->policy->watchdog);
+        if (in->usec)
+                m->watchdog_usec = in->usec;
+        m->deadline = after_now(in->now, watchdog_of(m));
 }
 
 static void running_watchdog_fail(struct svc_machine *m, const struct svc_input *in,

@@ -127,6 +127,8 @@ struct svc_machine {
         uint64_t window_start;    /* start-limit: first failure of the current window */
         unsigned window_failures;
         unsigned restarts;        /* automatic restarts, ever */
+        uint64_t watchdog_usec;   /* WATCHDOG_USEC= sent by this run of the service: its
+                                     watchdog interval until the next start (0: the policy's) */
         bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
                                      caller starts it again once what it requires is running.
                                      Any SVC_EV_START or SVC_EV_STOP clears it. */

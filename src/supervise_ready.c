@@ -133,6 +133,14 @@ static void apply_notify(struct svc *s, const struct notify_msg *m) {
                 struct svc_input in = { .event = SVC_EV_EXTEND, .usec = m->extend_usec };
                 svc_post_full(s, &in);
         }
+        if (m->have_watchdog_usec && m->watchdog_usec) {
+                /* The service's own interval, for the rest of this run. Set here too, not only
+                 * through the event, so that it holds when READY=1 comes in the same message
+                 * (the machine takes pings only once running). */
+                s->m.watchdog_usec = m->watchdog_usec;
+                struct svc_input in = { .event = SVC_EV_WATCHDOG, .usec = m->watchdog_usec };
+                svc_post_full(s, &in);
+        }
         if (m->watchdog)
                 svc_post(s, SVC_EV_WATCHDOG, NULL);
         if (m->watchdog_trigger)

@@ -1069,3 +1069,18 @@ def test_requires_failure(supervise, helper, tend, tmp):
     sup.wait_state("db", "running")
     assert sup.wait_state("app", "running")
     assert sup.stop() == 0
+
+
+def test_watchdog_interval_set_by_the_service(supervise, helper):
+    # sd_notify WATCHDOG_USEC=: the service sets its own interval (here with no `watchdog`
+    # configured at all), sent together with READY=1, and then never pings.
+    sup = supervise(f"""\
+[service wd]
+command = {helper} notify READY=1 WATCHDOG_USEC=300000
+ready = notify
+restart = never
+""")
+    sup.wait_state("wd", "running")
+    assert sup.wait_state("wd", "stopping") == "watchdog: no ping for 300ms"
+    sup.wait_state("wd", "failed")
+    assert sup.stop() == 0

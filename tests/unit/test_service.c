@@ -387,6 +387,40 @@ static void watchdog_pings_and_times_out(void **state) {
         assert_string_equal(x.m.reason, "watchdog: asked");
 }
 
+/* sd_notify WATCHDOG_USEC=: the service sets its own interval for the rest of the run. */
+static void watchdog_interval_from_the_service(void **state) {
+        struct sim x;
+        sim_init(&x);
+        x.p.watchdog = 2 * S;
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        struct svc_input in = { .event = SVC_EV_WATCHDOG, .now = x.now, .usec = 10 * S };
+        svc_machine_step(&x.m, &in, &x.last);
+        assert_int_equal(x.m.deadline, x.now + 10 * S);
+        /* Later pings keep the new interval. */
+        at(&x, x.now + 5 * S);
+        post(&x, SVC_EV_WATCHDOG, false, NULL);
+        assert_int_equal(x.m.deadline, x.now + 10 * S);
+        unsigned a = fire(&x);
+        assert_true(a & SVC_DO_STOP);
+        assert_non_null(strstr(x.m.reason, "no ping for 10s"));
+        /* The next run starts with the configured interval again. */
+        post(&x, SVC_EV_GROUP_EMPTY, false, NULL);
+        fire(&x);
+        start_to_running(&x);
+        assert_int_equal(x.m.deadline, x.now + 2 * S);
+
+        /* Without a configured watchdog, the service can ask for one. */
+        struct sim y;
+        sim_init(&y);
+        post(&y, SVC_EV_START, false, NULL);
+        start_to_running(&y);
+        assert_int_equal(y.m.deadline, 0);
+        struct svc_input in2 = { .event = SVC_EV_WATCHDOG, .now = y.now, .usec = 3 * S };
+        svc_machine_step(&y.m, &in2, &y.last);
+        assert_int_equal(y.m.deadline, y.now + 3 * S);
+}
+
 /* ---- hooks ------------------------------------------------------------------------------------- */
 
 static void hooks_run_in_order(void **state) {
@@ -787,6 +821,7 @@ static const struct CMUnitTest tests[] = {
         cmocka_unit_test(exit_before_ready_is_failure_whatever_code),
         cmocka_unit_test(spawn_failure_backs_off),
         cmocka_unit_test(watchdog_pings_and_times_out),
+        cmocka_unit_test(watchdog_interval_from_the_service),
         cmocka_unit_test(hooks_run_in_order),
         cmocka_unit_test(failing_pre_start_fails_the_start),
         cmocka_unit_test(hung_hooks_are_killed),
