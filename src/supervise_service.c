@@ -176,7 +176,11 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
         char mp[32];
         snprintf(mp, sizeof mp, "MAINPID=%d", (int)s->main_pid);
         bool main_alive = s->main && !s->main_exited;
-        char **env = build_env(s, c->policy.watchdog ? wd : NULL, main_alive ? mp : NULL);
+        /* WATCHDOG_USEC only for the service's command (for a forking service, its start
+         * command, whose daemon inherits it), as systemd does: a hook or probe that saw it
+         * could take the pings over by mistake. */
+        char **env = build_env(s, c->policy.watchdog && is_main ? wd : NULL,
+                               main_alive ? mp : NULL);
         if (!env) {
                 snprintf(cause, size, "out of memory");
                 return -ENOMEM;

@@ -941,13 +941,13 @@ command = echo "main=$$ pid=$WATCHDOG_PID usec=$WATCHDOG_USEC"; exec {helper} no
 shell = yes
 ready = notify
 watchdog = 60s
-post-start = /bin/sh -c 'echo "hook pid=${{WATCHDOG_PID-unset}}"'
+post-start = /bin/sh -c 'echo "hook pid=${{WATCHDOG_PID-unset}} usec=${{WATCHDOG_USEC-unset}}"'
 restart = never
 """)
     sup.wait_state("wd", "running")
     m = sup.wait_line(r"^wd: main=(\d+) pid=(\d+) usec=60000000$", stream=1)
     assert m.group(1) == m.group(2)
-    sup.wait_line(r"^wd: hook pid=unset$", stream=1)
+    sup.wait_line(r"^wd: hook pid=unset usec=unset$", stream=1)
     assert sup.stop() == 0
 
 
