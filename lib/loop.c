@@ -84,7 +84,6 @@ struct tend_loop {
         struct proc_entry **procs;
         size_t procs_buckets, procs_count;
 
-        bool reap_orphans;
         tend_orphan_cb orphan_cb;
         void *orphan_userdata;
         struct sigchld_hook *hooks;
@@ -621,7 +620,6 @@ TEND_PUBLIC int tend_loop_reap_orphans(tend_loop *l, tend_orphan_cb cb, void *us
         int r = tend_signal_new(l, SIGCHLD, reap_orphans, l, &l->internal_sigchld);
         if (r < 0)
                 return r;
-        l->reap_orphans = true;
         /* Zombies from before this call produced their SIGCHLD while it was not blocked. */
         reap_orphans(l->internal_sigchld, NULL, l);
         return 0;

@@ -350,8 +350,7 @@ __asm__(".text\n"
 /* 0 unknown, 1 usable, -1 refused (ENOSYS, or EPERM from a seccomp filter: FACTS). */
 static int clone3_state;
 
-static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_pidfd,
-                      bool *ret_used_clone3) {
+static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_pidfd) {
         int pidfd = -1;
 #ifdef HAVE_CLONE3_TRAMPOLINE
         if (__atomic_load_n(&clone3_state, __ATOMIC_RELAXED) >= 0) {
@@ -370,7 +369,6 @@ static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_
                 if (r > 0) {
                         __atomic_store_n(&clone3_state, 1, __ATOMIC_RELAXED);
                         *ret_pidfd = pidfd;
-                        *ret_used_clone3 = true;
                         return (pid_t)r;
                 }
                 if (r != -ENOSYS && r != -EPERM && r != -E2BIG)
@@ -378,7 +376,6 @@ static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_
                 __atomic_store_n(&clone3_state, -1, __ATOMIC_RELAXED);
         }
 #endif
-        *ret_used_clone3 = false;
         if (cgroup_fd >= 0) {
                 if (c->cgroup_procs_fd < 0)
                         return -EOPNOTSUPP;
@@ -613,8 +610,7 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         pthread_sigmask(SIG_SETMASK, &all, &saved);
         uint64_t start = tend_now_usec();
         int pidfd = -1;
-        bool used_clone3 = false;
-        pid_t pid = do_clone(c, stack, cgroup_fd, &pidfd, &used_clone3);
+        pid_t pid = do_clone(c, stack, cgroup_fd, &pidfd);
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         if (pid < 0) {
                 r = pid;

@@ -24,6 +24,10 @@ void msg_verror(const char *fmt, va_list ap);
 /* prog.c: block SIGPIPE, make the loop, become a child subreaper and reap orphans (on_orphan
  * may be NULL); prints what failed. Returns 0 or a negative errno. */
 int prog_owner_loop(tend_loop **ret_loop, tend_orphan_cb on_orphan, void *userdata);
+/* With 0, 1 or 2 closed, the next open() lands there: a --stdout file or a log opened as fd 1
+ * would also get what is written to "stdout". Hold each closed one with /dev/null,
+ * close-on-exec, so that children still find it closed. Called first thing in main(). */
+void prog_hold_closed_stdio(void);
 /* Make our own process group the terminal's foreground again (after a child had it). */
 void prog_take_terminal_back(void);
 

@@ -74,7 +74,6 @@ struct run {
         bool timeout_ladder_done;
         int stop_step;        /* ladder step that ended the child, -1 if no ladder ran */
         bool leftovers_checked;
-        bool leftovers_stopping;
         bool leftovers_done;
         int leftover_step;
         pid_t leftovers[MAX_LEFTOVERS];
@@ -253,7 +252,6 @@ static void check_leftovers(struct run *r) {
         }
         msg_error("%d process%s left behind by '%s', stopping: %s%s", n, n == 1 ? "" : "es",
                   r->command, list, r->n_leftovers < (size_t)n ? " ..." : "");
-        r->leftovers_stopping = true;
         int e = tend_group_stop(r->group, &r->ladder, on_leftovers_stopped, r);
         if (e < 0) {
                 msg_error("cannot stop leftover processes: %s", tend_strerror(e));
@@ -561,21 +559,7 @@ static int open_output(const char *path) {
         return fd;
 }
 
-/* With 0, 1 or 2 closed, the next open() lands there: a --stdout file opened as fd 1 would get
- * the pass-through copy too. Hold each closed one with /dev/null, close-on-exec, so that the
- * command still finds it closed. */
-static void hold_closed_stdio(void) {
-        for (int fd = 0; fd <= 2; fd++) {
-                if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
-                        continue;
-                int n = open("/dev/null", O_RDWR | O_CLOEXEC | O_NOCTTY);
-                if (n >= 0 && n != fd)
-                        io_close(n);
-        }
-}
-
 int cmd_run(int argc, char **argv) {
-        hold_closed_stdio();
         struct run run;
         struct run *r = &run;
         memset(r, 0, sizeof *r);

@@ -2,6 +2,7 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <termios.h>
@@ -46,4 +47,14 @@ void prog_take_terminal_back(void) {
         sigprocmask(SIG_BLOCK, &ttou, &old);
         (void)tcsetpgrp(STDIN_FILENO, getpgrp());
         sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+void prog_hold_closed_stdio(void) {
+        for (int fd = 0; fd <= 2; fd++) {
+                if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+                        continue;
+                int n = open("/dev/null", O_RDWR | O_CLOEXEC | O_NOCTTY);
+                if (n >= 0 && n != fd)
+                        io_close(n);
+        }
 }

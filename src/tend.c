@@ -54,6 +54,7 @@ static bool called_as_tini(const char *argv0) {
 }
 
 int main(int argc, char **argv) {
+        prog_hold_closed_stdio();
         if (argc >= 1 && called_as_tini(argv[0]))
                 return cmd_init_tini(argc, argv);
         if (argc < 2) {
