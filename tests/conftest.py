@@ -79,12 +79,38 @@ def tmp(request):
     return Path(tempfile.mkdtemp(prefix=name + "-", dir=os.environ[SESSION_VAR]))
 
 
+def public_helper_path():
+    """The helper, copied where any user can run it. The build directory may sit below a
+    directory only we can enter (a clone in a private temporary directory), and a test that
+    switches to another user needs that user to reach the program it starts. One copy per
+    test process, inside the session root (made traversable, not listable)."""
+    root = Path(os.environ[SESSION_VAR])
+    public = root / f"public-{os.getpid()}"
+    exe = public / "helper"
+    if not exe.exists():
+        os.chmod(root, 0o711)
+        public.mkdir(exist_ok=True)
+        os.chmod(public, 0o755)
+        part = public / ".helper.part"
+        shutil.copy2(BUILD_DIR / "tests" / "helper", part)
+        os.chmod(part, 0o755)
+        os.replace(part, exe)
+    return exe
+
+
+@pytest.fixture
+def public_helper():
+    return public_helper_path()
+
+
 def child_env(*, clear=False, **extra):
     """An environment for a child process: ours (or, with clear=True, only PATH), always with
     the session marker so the leak check can attribute the child, plus `extra`."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")} if clear else dict(os.environ)
     env[SESSION_VAR] = os.environ[SESSION_VAR]
     env["TEND_BUILD"] = str(BUILD_DIR)
+    if (BUILD_DIR / "tests" / "helper").exists():
+        env["TEND_HELPER_PUBLIC"] = str(public_helper_path())
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

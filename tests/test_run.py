@@ -1504,29 +1504,29 @@ def test_umask_inherited(tend, helper):
 
 
 @pytest.mark.root
-def test_user_nobody(tend, helper):
+def test_user_nobody(tend, public_helper):
     require_root()
-    cp = run(tend, "run", "--user", "nobody", "--", helper, "ids")
+    cp = run(tend, "run", "--user", "nobody", "--", public_helper, "ids")
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.split()[:2] == [b"65534", b"65534"]
     for var, want in (("HOME", "/nonexistent"), ("USER", "nobody"), ("LOGNAME", "nobody")):
-        cp = run(tend, "run", "--user", "nobody", "--", helper, "env", var)
+        cp = run(tend, "run", "--user", "nobody", "--", public_helper, "env", var)
         assert cp.stdout == f"{want}\n".encode()
-    cp = run(tend, "run", "--user", "nobody", "--env", "HOME=/elsewhere", "--", helper, "env",
+    cp = run(tend, "run", "--user", "nobody", "--env", "HOME=/elsewhere", "--", public_helper, "env",
              "HOME")
     assert cp.stdout == b"/elsewhere\n"
 
 
 @pytest.mark.root
-def test_user_number(tend, helper):
+def test_user_number(tend, public_helper):
     require_root()
-    cp = run(tend, "run", "--user", "54321", "--", helper, "ids")
+    cp = run(tend, "run", "--user", "54321", "--", public_helper, "ids")
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout == b"54321 54321\n"
 
 
 @pytest.mark.root
-def test_user_number_of_an_account(tend, helper):
+def test_user_number_of_an_account(tend, public_helper):
     """A number that is an account's uid means that account: its primary group, supplementary
     groups and HOME, exactly as its name does."""
     require_root()
@@ -1536,12 +1536,12 @@ def test_user_number_of_an_account(tend, helper):
     accounts.sort(key=lambda p: p.pw_uid == p.pw_gid)
     assert accounts, "no unprivileged account in the passwd database"
     pw = accounts[0]
-    by_name = run(tend, "run", "--user", pw.pw_name, "--", helper, "ids")
-    by_number = run(tend, "run", "--user", pw.pw_uid, "--", helper, "ids")
+    by_name = run(tend, "run", "--user", pw.pw_name, "--", public_helper, "ids")
+    by_number = run(tend, "run", "--user", pw.pw_uid, "--", public_helper, "ids")
     assert by_name.returncode == by_number.returncode == 0, by_number.stderr
     assert by_number.stdout.split()[:2] == [str(pw.pw_uid).encode(), str(pw.pw_gid).encode()]
     assert by_number.stdout == by_name.stdout
-    home = run(tend, "run", "--user", pw.pw_uid, "--", helper, "env", "HOME")
+    home = run(tend, "run", "--user", pw.pw_uid, "--", public_helper, "env", "HOME")
     assert home.stdout == f"{pw.pw_dir}\n".encode()
 
 
@@ -1558,13 +1558,13 @@ def test_user_cwd_is_entered_as_the_user(tend, helper, tmp):
 
 
 @pytest.mark.root
-def test_user_supplementary_groups(tend, helper):
+def test_user_supplementary_groups(tend, public_helper):
     require_root()
     import grp
     import pwd
     pw = pwd.getpwnam("nobody")
     want = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if "nobody" in g.gr_mem}
-    cp = run(tend, "run", "--user", "nobody", "--", helper, "ids")
+    cp = run(tend, "run", "--user", "nobody", "--", public_helper, "ids")
     assert set(int(x) for x in cp.stdout.split()[2:]) == want
     assert 0 not in set(int(x) for x in cp.stdout.split()[2:]), "root's groups leaked"
 

@@ -804,11 +804,11 @@ restart = never
     assert "limit: 321 432" in out
 
 
-def test_user_and_group(supervise, helper):
+def test_user_and_group(supervise, public_helper):
     require_root()
     sup = supervise(f"""\
 [service who]
-command = {helper} ids
+command = {public_helper} ids
 user = nobody
 restart = never
 """)

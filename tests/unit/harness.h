@@ -139,6 +139,13 @@ static inline const char *helper_path(void) {
         return tend_test_path_in_build(path, sizeof path, "tests/helper");
 }
 
+/* The helper where any user can run it (set by the pytest driver: the build directory may sit
+ * below a directory only we can enter); for tests that switch to another user. */
+static inline const char *public_helper_path(void) {
+        const char *p = getenv("TEND_HELPER_PUBLIC");
+        return p && *p ? p : helper_path();
+}
+
 /* Absolute path of the tend program. */
 static inline const char *tend_path(void) {
         static char path[PATH_MAX];

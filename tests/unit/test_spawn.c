@@ -807,7 +807,7 @@ static void unprivileged_spawns(int fd) {
 static void switch_user(void **state) {
         struct fx *f = *state;
         if (geteuid() != 0) {
-                struct tend_spawn_opts o = { .argv = UT_ARGV(helper_path(), "exit", "0"),
+                struct tend_spawn_opts o = { .argv = UT_ARGV(public_helper_path(), "exit", "0"),
                                              .flags = TEND_SPAWN_SET_USER, .uid = 0 };
                 tend_proc *p = NULL;
                 enum tend_spawn_step step = TEND_STEP_NONE;
@@ -823,7 +823,7 @@ static void switch_user(void **state) {
         char out[256];
         struct tend_exit ex;
         static const gid_t groups[] = { 100, 65534 };
-        struct tend_spawn_opts o = { .argv = UT_ARGV(helper_path(), "ids"),
+        struct tend_spawn_opts o = { .argv = UT_ARGV(public_helper_path(), "ids"),
                                      .flags = TEND_SPAWN_SET_USER | TEND_SPAWN_SET_GROUP |
                                               TEND_SPAWN_SET_GROUPS,
                                      .uid = 65534, .gid = 65534, .groups = groups,
