@@ -246,7 +246,7 @@ def pytest_sessionfinish(session, exitstatus):
     problems = zombies + _state.get("leaks_from_workers", [])
     notes = []
     problems += _check_processes(notes)
-    problems += _check_cgroups()
+    problems += _check_cgroups(notes)
     problems += _check_tmp(notes)
     root = _state.get("root")
     if root:
@@ -452,12 +452,20 @@ def _tend_cgroups():
                 yield os.path.join(dirpath, d)
 
 
-def _check_cgroups():
+def _check_cgroups(notes):
     problems = []
+    others = None
     for path in sorted(set(_tend_cgroups()) - _state.get("cgroups", set())):
         procs = (_read(os.path.join(path, "cgroup.procs")) or "").split()
-        problems.append(f"cgroup: {path}" + (f" (processes {' '.join(procs)})" if procs else
-                                             " (empty)"))
+        line = f"cgroup: {path}" + (f" (processes {' '.join(procs)})" if procs else " (empty)")
+        # A cgroup carries no session marker. While another test session runs beside this one
+        # (a second checkout tested at the same time), a new tend-* cgroup may be its own.
+        if others is None:
+            others = _other_sessions_alive()
+        if others:
+            notes.append(line + "; another test session is running, it may be theirs")
+        else:
+            problems.append(line)
     return problems
 
 
