@@ -24,6 +24,7 @@ const char *svc_state_name(enum svc_state s) {
                 [SVC_STOPPED] = "stopped",   [SVC_STARTING] = "starting",
                 [SVC_RUNNING] = "running",   [SVC_STOPPING] = "stopping",
                 [SVC_BACKOFF] = "backoff",   [SVC_FAILED] = "failed",
+                [SVC_RELOADING] = "reloading",
         };
         return (unsigned)s < SVC_STATE_COUNT ? names[s] : "unknown";
 }
@@ -440,6 +441,22 @@ static void running_watchdog_fail(struct svc_machine *m, const struct svc_input 
         failed(m, in, st, false, in->cause ? in->cause : "watchdog triggered");
 }
 
+/* sd_notify RELOADING=1 (systemd's Type=notify-reload): a state of its own until READY=1.
+ * Everything else is as in running: a stop stops it, an exit is judged by the restart
+ * policy, and the watchdog's deadline goes on (a reload that hangs is caught by the watchdog
+ * when one is set; there is no reload timeout of its own, as the service still serves). */
+static void running_reloading(struct svc_machine *m, const struct svc_input *in,
+                              struct svc_step *st) {
+        enter(m, in, st, SVC_RELOADING, SVC_PHASE_NONE);
+        set_cause(st, in->cause && *in->cause ? in->cause : "reloading");
+}
+
+static void reloading_ready(struct svc_machine *m, const struct svc_input *in,
+                            struct svc_step *st) {
+        enter(m, in, st, SVC_RUNNING, SVC_PHASE_NONE);
+        set_cause(st, in->cause && *in->cause ? in->cause : "ready");
+}
+
 /* stopping */
 static void stopping_start(struct svc_machine *m, const struct svc_input *in,
                            struct svc_step *st) {
@@ -548,6 +565,15 @@ static const handler table[SVC_STATE_COUNT][SVC_EV_COUNT] = {
                 [SVC_EV_TIMER] = running_timer,
                 [SVC_EV_WATCHDOG] = running_watchdog,
                 [SVC_EV_WATCHDOG_FAIL] = running_watchdog_fail,
+                [SVC_EV_RELOADING] = running_reloading,
+        },
+        [SVC_RELOADING] = {
+                [SVC_EV_STOP] = running_stop,
+                [SVC_EV_READY] = reloading_ready,
+                [SVC_EV_EXIT] = running_exit,
+                [SVC_EV_TIMER] = running_timer,
+                [SVC_EV_WATCHDOG] = running_watchdog,
+                [SVC_EV_WATCHDOG_FAIL] = running_watchdog_fail,
         },
         [SVC_STOPPING] = {
                 [SVC_EV_START] = stopping_start,
@@ -611,13 +637,17 @@ void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
 
 bool svc_wants_up(const struct svc_machine *m) {
         switch (m->state) {
-        case SVC_STARTING: case SVC_RUNNING: case SVC_BACKOFF:
+        case SVC_STARTING: case SVC_RUNNING: case SVC_BACKOFF: case SVC_RELOADING:
                 return true;
         case SVC_STOPPING:
                 return m->after == SVC_AFTER_RESTART;
         default:
                 return false;
         }
+}
+
+bool svc_is_up(const struct svc_machine *m) {
+        return m->state == SVC_RUNNING || m->state == SVC_RELOADING;
 }
 
 bool svc_is_down(const struct svc_machine *m) {
@@ -627,6 +657,7 @@ bool svc_is_down(const struct svc_machine *m) {
 enum svc_gate svc_start_gate(const struct svc_machine *dep, bool required) {
         switch (dep->state) {
         case SVC_RUNNING:
+        case SVC_RELOADING:
                 return SVC_GATE_GO;
         case SVC_STARTING:
         case SVC_BACKOFF:

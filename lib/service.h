@@ -15,6 +15,7 @@
  *
  *   states:  stopped --START--> starting --READY--> running --EXIT--> stopping --> backoff
  *            backoff --TIMER--> starting;  stopping --> stopped | failed (with a reason)
+ *            running --RELOADING--> reloading --READY--> running
  *
  * The transitions are a table of state x event (service.c, `table`), each entry a small
  * function; an empty entry means the event does not apply in that state and is ignored (a
@@ -33,6 +34,8 @@ enum svc_state {
         SVC_STOPPING,  /* pre-stop, stop ladder, post-stop (also after a crash) */
         SVC_BACKOFF,   /* waiting for the next try (deadline = its time) */
         SVC_FAILED,    /* given up (reason says why) */
+        SVC_RELOADING, /* ready, and reloading its own configuration (sd_notify RELOADING=1)
+                          until it says READY=1 again; otherwise as running */
         SVC_STATE_COUNT
 };
 
@@ -69,6 +72,8 @@ enum svc_event {
         SVC_EV_DEP_DOWN,         /* a service it requires is going down for good (stopped by
                                     request, failed; cause says which): if it wants to be
                                     up, it stops as for SVC_EV_STOP and is held (see held) */
+        SVC_EV_RELOADING,        /* running: the service says it reloads (RELOADING=1); it is
+                                    back with SVC_EV_READY */
         SVC_EV_COUNT
 };
 
@@ -166,6 +171,9 @@ const char *svc_state_name(enum svc_state s);
 const char *svc_phase_name(enum svc_phase p);
 /* Is the service up or on its way up (starting, running, backoff, stopping to restart)? */
 bool svc_wants_up(const struct svc_machine *m);
+/* Is it ready: running, or reloading (which is running while it re-reads its own
+ * configuration)? */
+bool svc_is_up(const struct svc_machine *m);
 /* Is it down for good until asked again (stopped or failed)? */
 bool svc_is_down(const struct svc_machine *m);
 

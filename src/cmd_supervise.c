@@ -192,7 +192,7 @@ static bool requires_pass(struct sv *sv) {
                         const char *back = NULL;
                         for (size_t k = 0; v[k]; k++) {
                                 struct svc *d = sv_find(sv, v[k]);
-                                if (d && d->m.state != SVC_RUNNING) {
+                                if (d && !svc_is_up(&d->m)) {
                                         back = NULL;
                                         break;
                                 }

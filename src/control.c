@@ -508,7 +508,7 @@ static void verb_startstop(struct conn *c, json_t *req, json_t *id, int what) {
                 } else if (what == DO_START) {
                         svc_post(s, SVC_EV_START, cause);
                 } else {
-                        if (s->m.state == SVC_RUNNING || s->m.state == SVC_STARTING ||
+                        if (svc_is_up(&s->m) || s->m.state == SVC_STARTING ||
                             s->m.state == SVC_STOPPING)
                                 svc_post(s, SVC_EV_STOP, cause);
                         svc_post(s, SVC_EV_START, cause);
@@ -647,7 +647,7 @@ static void verb_wait(struct conn *c, json_t *req, json_t *id) {
         }
         int st = state_from_name(state);
         if (st < 0) {
-                send_error(c, id, "unknown state '%.40s' (stopped, starting, running, stopping, backoff, failed)",
+                send_error(c, id, "unknown state '%.40s' (stopped, starting, running, reloading, stopping, backoff, failed)",
                            state);
                 return;
         }

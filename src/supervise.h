@@ -82,7 +82,6 @@ struct svc {
         ino_t notify_ino;
         char *notify_env;            /* "NOTIFY_SOCKET=..." */
         char *status_text;           /* last STATUS= */
-        bool reloading;
         bool stopping_said;
         int notify_errno;
         unsigned long notify_dropped;

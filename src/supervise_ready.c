@@ -118,10 +118,8 @@ static void apply_notify(struct svc *s, const struct notify_msg *m) {
                 s->notify_errno = m->errno_value;
         if (m->stopping)
                 s->stopping_said = true;
-        if (m->reloading)
-                s->reloading = true;
         if (m->have_mainpid && m->mainpid != s->main_pid &&
-            (s->m.state == SVC_STARTING || s->m.state == SVC_RUNNING)) {
+            (s->m.state == SVC_STARTING || svc_is_up(&s->m))) {
                 if (!group_has(s->group, m->mainpid))
                         sv_say(s->sv, "svc '%s': MAINPID=%d ignored: not a process of the service",
                                s->cfg->name, (int)m->mainpid);
@@ -145,9 +143,15 @@ static void apply_notify(struct svc *s, const struct notify_msg *m) {
                 svc_post(s, SVC_EV_WATCHDOG, NULL);
         if (m->watchdog_trigger)
                 svc_post(s, SVC_EV_WATCHDOG_FAIL, "watchdog: the service asked (WATCHDOG=trigger)");
+        /* RELOADING=1 before READY=1, as systemd reads them: a message with both is a
+         * reload that is already over. RELOADING=1 while still starting is ignored (the
+         * service is not ready yet, which says the same). */
+        if (m->reloading && s->m.state == SVC_RUNNING)
+                svc_post(s, SVC_EV_RELOADING, "reloading: notify (RELOADING=1)");
         if (m->ready) {
-                s->reloading = false;
-                if (s->cfg->ready == SVC_READY_NOTIFY)
+                if (s->m.state == SVC_RELOADING)
+                        svc_post(s, SVC_EV_READY, "reloaded: notify (READY=1)");
+                else if (s->cfg->ready == SVC_READY_NOTIFY)
                         reached(s, "ready: notify");
         }
 }

@@ -319,7 +319,7 @@ static void on_group_empty(tend_group *g, void *userdata) {
         struct svc *s = userdata;
         if (s->main || !s->start_done || s->main_exited)
                 return;
-        if (s->m.state != SVC_RUNNING &&
+        if (!svc_is_up(&s->m) &&
             !(s->m.state == SVC_STARTING && s->m.phase == SVC_PHASE_START))
                 return;
         s->main_exited = true;
@@ -336,7 +336,7 @@ static enum svc_event do_spawn(struct svc *s) {
         s->main_pid = 0;
         s->main_exited = false;
         s->start_done = false;
-        s->reloading = s->stopping_said = false;
+        s->stopping_said = false;
         struct tend_fd_map map;
         bool has_map = false;
         int e = ready_before_spawn(s, &map, &has_map);

@@ -20,9 +20,9 @@ json_t *svc_status_json(const struct svc *s) {
         json_object_set_new(o, "phase", m->phase ? json_string(svc_phase_name(m->phase))
                                                  : json_null());
         json_object_set_new(o, "since_seconds", json_real(seconds(now - m->since)));
-        json_object_set_new(o, "ready", json_boolean(m->state == SVC_RUNNING));
+        json_object_set_new(o, "ready", json_boolean(svc_is_up(m)));
         json_object_set_new(o, "uptime_seconds",
-                            m->state == SVC_RUNNING && m->ready_since
+                            svc_is_up(m) && m->ready_since
                                     ? json_real(seconds(now - m->ready_since))
                                     : json_null());
         bool main_alive = s->main && !s->main_exited;
@@ -63,7 +63,7 @@ json_t *svc_status_json(const struct svc *s) {
         }
         json_object_set_new(o, "status_text", s->status_text ? json_string(s->status_text)
                                                              : json_null());
-        json_object_set_new(o, "reloading", json_boolean(s->reloading));
+        json_object_set_new(o, "reloading", json_boolean(m->state == SVC_RELOADING));
         if (s->notify_path) {
                 json_t *nt = json_object();
                 json_object_set_new(nt, "socket", json_string(s->notify_path));

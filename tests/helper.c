@@ -1068,6 +1068,23 @@ static int mode_notify(char **argv UNUSED) {
         pause_forever();
 }
 
+/* sd_notify: the arguments, one per line, as one datagram; then exit 0 (a shell service's
+ * trap can speak for it, as systemd-notify does). */
+static int mode_notify_send(char **argv) {
+        char *text;
+        size_t size;
+        FILE *f = open_memstream(&text, &size);
+
+        if (!f)
+                die_errno("open_memstream");
+        for (int i = 0; argv[i]; i++)
+                fprintf(f, "%s\n", argv[i]);
+        fclose(f);
+        notify_send(text);
+        free(text);
+        return 0;
+}
+
 /* s6: write "READY=1\n" to the notification fd and close it; then wait. */
 static int mode_notify_fd(char **argv UNUSED) {
         int fd = (int)parse_num(argv[0], 0, INT_MAX, "fd");
@@ -1220,6 +1237,8 @@ static const struct mode modes[] = {
         { "notify", mode_notify, 0, -1,
           "[KEY=VALUE...]  one sd_notify datagram to $NOTIFY_SOCKET (default READY=1), report "
           "ready, wait forever" },
+        { "notify-send", mode_notify_send, 1, -1,
+          "KEY=VALUE...  one sd_notify datagram to $NOTIFY_SOCKET, then exit 0" },
         { "notify-fd", mode_notify_fd, 1, 1,
           "FD  write READY=1 to FD (s6), close it, report ready, wait forever" },
         { "threads", mode_threads, 1, 1, "N  start N waiting threads, report ready, wait forever" },

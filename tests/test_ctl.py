@@ -493,3 +493,54 @@ def test_control_group_may_read_status_only(supervise, helper, tend, open_dir):
     r = ctl(tend, sup, "status", prefix=nobody("--clear-groups"), check=125)
     assert status(tend, sup, "a")["a"]["state"] == "running"
     assert sup.stop() == 0
+
+
+def test_reloading_is_a_state(supervise, helper, tend):
+    # sd_notify RELOADING=1 (systemd's Type=notify-reload) puts a running service in state
+    # reloading, shown by status and waitable; READY=1 brings it back to running. A stop while
+    # reloading is a stop. The service's shell sends both from its traps (HUP: reloading,
+    # USR1: ready again).
+    sup = start_sup(supervise, f"""\
+[service r]
+command = trap '{helper} notify-send RELOADING=1 STATUS=reloading' HUP; \\
+    trap '{helper} notify-send READY=1 STATUS=serving' USR1; \\
+    {helper} notify-send READY=1 STATUS=serving; \\
+    while :; do {helper} sleep-forever & wait $!; done
+shell = yes
+ready = notify
+""")
+    sup.wait_state("r", "running")
+    waiter = subprocess.Popen([str(tend), "ctl", "--control", str(sup.control), "wait",
+                               "--timeout", f"{TIMEOUT}s", "r", "reloading"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env(), stdin=subprocess.DEVNULL)
+    try:
+        ctl(tend, sup, "signal", "r", "HUP", check=0)
+        assert sup.wait_state("r", "reloading") == "reloading: notify (RELOADING=1)"
+        out, err = waiter.communicate(timeout=TIMEOUT)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    assert waiter.returncode == 0, err
+    assert out == "r is reloading\n"
+    s = status(tend, sup, "r")["r"]
+    assert s["state"] == "reloading" and s["reloading"] is True and s["ready"] is True
+    r = ctl(tend, sup, "status", check=0)
+    assert " reloading " in r.stdout.splitlines()[1]
+    ctl(tend, sup, "wait", "r", "reloading", check=0)  # already in it: at once
+    ctl(tend, sup, "signal", "r", "USR1", check=0)
+    assert sup.wait_state("r", "running") == "reloaded: notify (READY=1)"
+    s = status(tend, sup, "r")["r"]
+    assert s["state"] == "running" and s["reloading"] is False
+    # Stopped while reloading: stopped as from running.
+    ctl(tend, sup, "signal", "r", "HUP", check=0)
+    sup.wait_state("r", "reloading")
+    ctl(tend, sup, "stop", "r", check=0)
+    assert sup.wait_state("r", "stopping").startswith("tend ctl stop")
+    sup.wait_state("r", "stopped")
+    assert [t[1:3] for t in sup.transitions("r")] == [
+        ("stopped", "starting"), ("starting", "running"), ("running", "reloading"),
+        ("reloading", "running"), ("running", "reloading"), ("reloading", "stopping"),
+        ("stopping", "stopped")]
+    assert sup.stop() == 0

@@ -796,7 +796,74 @@ static void going_down_is_for_good_only(void **state) {
         assert_true(svc_going_down(&d.m));
 }
 
+/* sd_notify RELOADING=1: a state of its own, back to running on READY=1; in between a stop,
+ * an exit and the watchdog act as in running, and readiness (for dependents) holds. */
+static void reloading_is_a_state_of_its_own(void **state) {
+        struct sim x;
+        sim_init(&x);
+        x.p.watchdog = 2 * S;
+        post(&x, SVC_EV_START, false, NULL);
+        start_to_running(&x);
+        uint64_t ready_since = x.m.ready_since;
+        /* Not while starting: ignored. */
+        at(&x, x.now + 1 * S);
+        unsigned a = post(&x, SVC_EV_RELOADING, false, "reloading: test");
+        assert_int_equal(a, 0);
+        assert_int_equal(x.m.state, SVC_RELOADING);
+        assert_true(x.last.changed);
+        assert_int_equal(x.last.from, SVC_RUNNING);
+        assert_string_equal(x.last.cause, "reloading: test");
+        assert_true(svc_is_up(&x.m));
+        assert_true(svc_wants_up(&x.m));
+        assert_false(svc_going_down(&x.m));
+        assert_int_equal(svc_start_gate(&x.m, true), SVC_GATE_GO);
+        /* The watchdog goes on: a ping moves it, as in running. */
+        post(&x, SVC_EV_WATCHDOG, false, NULL);
+        assert_int_equal(x.m.deadline, x.now + 2 * S);
+        post(&x, SVC_EV_READY, false, "reloaded: test");
+        assert_int_equal(x.m.state, SVC_RUNNING);
+        assert_string_equal(x.last.cause, "reloaded: test");
+        assert_int_equal(x.m.ready_since, ready_since); /* uptime goes on */
+        assert_int_equal(x.m.deadline, x.now + 2 * S);
+        /* A reload that hangs is caught by the watchdog. */
+        post(&x, SVC_EV_RELOADING, false, NULL);
+        assert_string_equal(x.last.cause, "reloading");
+        a = fire(&x);
+        assert_true(a & SVC_DO_STOP);
+        assert_int_equal(x.m.state, SVC_STOPPING);
+        assert_non_null(strstr(x.m.reason, "watchdog"));
+        post(&x, SVC_EV_GROUP_EMPTY, false, NULL);
+        assert_int_equal(x.m.state, SVC_BACKOFF);
+        /* An exit while reloading is judged as in running. */
+        fire(&x);
+        start_to_running(&x);
+        post(&x, SVC_EV_RELOADING, false, NULL);
+        a = post(&x, SVC_EV_EXIT, false, "exited with code 2");
+        assert_true(a & SVC_DO_STOP);
+        assert_int_equal(x.m.state, SVC_STOPPING);
+        assert_int_equal(x.m.after, SVC_AFTER_RESTART);
+        post(&x, SVC_EV_GROUP_EMPTY, false, NULL);
+        fire(&x);
+        start_to_running(&x);
+        /* A stop while reloading is a stop. */
+        post(&x, SVC_EV_RELOADING, false, NULL);
+        post(&x, SVC_EV_STOP, false, NULL);
+        assert_int_equal(x.m.state, SVC_STOPPING);
+        assert_int_equal(x.m.phase, SVC_PHASE_WAIT_DEPENDENTS);
+        post(&x, SVC_EV_DEPENDENTS_DOWN, false, NULL);
+        post(&x, SVC_EV_GROUP_EMPTY, false, NULL);
+        assert_int_equal(x.m.state, SVC_STOPPED);
+        /* RELOADING before the service is ready changes nothing. */
+        post(&x, SVC_EV_START, false, NULL);
+        post(&x, SVC_EV_DEPS_READY, false, NULL);
+        a = post(&x, SVC_EV_RELOADING, false, NULL);
+        assert_int_equal(a, 0);
+        assert_int_equal(x.m.state, SVC_STARTING);
+        assert_false(x.last.changed);
+}
+
 static void names(void **state) {
+        assert_string_equal(svc_state_name(SVC_RELOADING), "reloading");
         assert_string_equal(svc_state_name(SVC_BACKOFF), "backoff");
         assert_string_equal(svc_state_name(SVC_FAILED), "failed");
         assert_string_equal(svc_state_name((enum svc_state)99), "unknown");
@@ -835,6 +902,7 @@ static const struct CMUnitTest tests[] = {
         cmocka_unit_test(dep_down_in_backoff_and_while_restarting),
         cmocka_unit_test(dep_down_leaves_a_service_that_is_down_alone),
         cmocka_unit_test(going_down_is_for_good_only),
+        cmocka_unit_test(reloading_is_a_state_of_its_own),
         cmocka_unit_test(names),
 };
 
