@@ -88,6 +88,20 @@ void logger_describe(const struct svc_logger *l, json_t *o) {
         json_object_set_new(o, "log", d);
 }
 
+enum svc_log logger_kind(const struct svc_logger *l) {
+        if (l == (const struct svc_logger *)&log_file_marker)
+                return SVC_LOG_FILE;
+        return l == (const struct svc_logger *)&log_none_marker ? SVC_LOG_NONE : SVC_LOG_INHERIT;
+}
+
+const char *logger_path(const struct svc_logger *l) {
+        return l == (const struct svc_logger *)&log_file_marker ? log_path : NULL;
+}
+
+unsigned logger_keep(const struct svc_logger *l) {
+        return 2; /* log_path.1 and .2 do not exist: the read-back stops there */
+}
+
 /* ---- set-up ---------------------------------------------------------------------------- */
 
 static void cleanup(void) {

@@ -725,19 +725,28 @@ void control_on_removed(struct sv *sv, const char *name) {
         }
 }
 
-/* The last n lines of the file at path, as {"log": line} replies. Returns the count sent or
- * -errno. */
-static long send_tail(struct conn *c, const char *path, long n) {
+/* The last lines of one log file. */
+struct tail_part {
+        char *buf;
+        size_t start, end; /* the lines: buf[start, end), each ending in '\n' but the last */
+        long lines;
+};
+
+/* The last n lines (at most) of the file at path, reading at most *budget bytes from its
+ * end (then less what was read). Returns the number of lines, -ENOENT when there is no such
+ * file, or -errno. */
+static long tail_file(const char *path, long n, size_t *budget, struct tail_part *out) {
+        *out = (struct tail_part){ 0 };
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
-                return errno == ENOENT ? 0 : -errno;
+                return -errno;
         struct stat st;
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
                 io_close(fd);
                 return -EINVAL;
         }
         off_t size = st.st_size;
-        size_t want = size > (off_t)CTL_LOG_READ_MAX ? CTL_LOG_READ_MAX : (size_t)size;
+        size_t want = size > (off_t)*budget ? *budget : (size_t)size;
         char *buf = malloc(want + 1);
         if (!buf) {
                 io_close(fd);
@@ -749,6 +758,7 @@ static long send_tail(struct conn *c, const char *path, long n) {
                 free(buf);
                 return -errno;
         }
+        *budget -= (size_t)got;
         size_t len = (size_t)got;
         /* Lines end with '\n'; start after the n+1-th newline from the end. */
         size_t end = len;
@@ -767,21 +777,73 @@ static long send_tail(struct conn *c, const char *path, long n) {
                 char *nl = memchr(buf, '\n', end);
                 start = nl ? (size_t)(nl - buf) + 1 : end;
         }
-        long sent = 0;
-        for (size_t p = start; p < end;) {
+        long count = 0;
+        for (size_t p = start; p < end; count++) {
                 char *nl = memchr(buf + p, '\n', end - p);
-                size_t e = nl ? (size_t)(nl - buf) : end;
-                json_t *o = json_object();
-                json_object_set_new(o, "log", text_json(buf + p, e - p));
-                bool alive = conn_send(c, o);
-                json_decref(o);
-                if (!alive)
-                        break;
-                sent++;
-                p = e + 1;
+                p = nl ? (size_t)(nl - buf) + 1 : end;
         }
-        free(buf);
-        return sent;
+        *out = (struct tail_part){ .buf = buf, .start = start, .end = end, .lines = count };
+        return count;
+}
+
+/* The last n lines of the log at path, reading back through its rotated files (path.1, the
+ * newest, to path.keep) when the current one has fewer, as {"log": line} replies from the
+ * oldest line to the newest. At most CTL_LOG_READ_MAX bytes are read in all. Nothing else
+ * writes or rotates the files meanwhile: the supervisor does both, in this same loop.
+ * Returns the count sent or -errno. */
+static long send_tail(struct conn *c, const char *path, unsigned keep, long n) {
+        size_t nparts = (size_t)keep + 1;
+        struct tail_part *parts = calloc(nparts, sizeof *parts);
+        size_t plen = strlen(path) + 16;
+        char *name = malloc(plen);
+        if (!parts || !name) {
+                free(parts);
+                free(name);
+                return -ENOMEM;
+        }
+        size_t budget = CTL_LOG_READ_MAX, used = 0;
+        long have = 0, err = 0;
+        for (size_t i = 0; i < nparts && have < n && budget > 0; i++) {
+                if (i == 0)
+                        snprintf(name, plen, "%s", path);
+                else
+                        snprintf(name, plen, "%s.%zu", path, i);
+                long r = tail_file(name, n - have, &budget, &parts[i]);
+                if (r == -ENOENT)
+                        break; /* no such file: nothing older either */
+                if (r < 0) {
+                        if (i == 0)
+                                err = r;
+                        break;
+                }
+                used = i + 1;
+                have += r;
+        }
+        long sent = 0;
+        for (size_t i = used; i-- > 0 && !err;) {
+                struct tail_part *t = &parts[i];
+                for (size_t p = t->start; p < t->end;) {
+                        char *nl = memchr(t->buf + p, '\n', t->end - p);
+                        size_t e = nl ? (size_t)(nl - t->buf) : t->end;
+                        json_t *o = json_object();
+                        json_object_set_new(o, "log", text_json(t->buf + p, e - p));
+                        bool alive = conn_send(c, o);
+                        json_decref(o);
+                        if (!alive) {
+                                err = -EPIPE;
+                                break;
+                        }
+                        sent++;
+                        p = e + 1;
+                }
+        }
+        for (size_t i = 0; i < nparts; i++)
+                free(parts[i].buf);
+        free(parts);
+        free(name);
+        if (err == -EPIPE)
+                return sent;
+        return err < 0 ? err : sent;
 }
 
 static void verb_logs(struct conn *c, json_t *req, json_t *id) {
@@ -806,37 +868,40 @@ static void verb_logs(struct conn *c, json_t *req, json_t *id) {
                                                                : (long)json_integer_value(lj);
         }
         bool follow = json_is_true(json_object_get(req, "follow"));
-        json_t *d = json_object();
-        logger_describe(s->log, d);
-        json_t *log = json_object_get(d, "log");
-        const char *kind = json_string_value(json_object_get(log, "kind"));
-        const char *path = json_string_value(json_object_get(log, "path"));
-        if (!kind || strcmp(kind, "file") || !path) {
-                send_error(c, id, "service '%s' does not log to a file: its output goes %s",
-                           name, kind && !strcmp(kind, "none")
-                                         ? "nowhere (log = none)"
-                                         : "to the supervisor's standard output and error (log = inherit)");
-                json_decref(d);
+        enum svc_log kind = logger_kind(s->log);
+        const char *path = logger_path(s->log);
+        if (kind == SVC_LOG_NONE) {
+                send_error(c, id, "service '%s' keeps no log: its output is discarded (log = none)",
+                           name);
+                return;
+        }
+        if (kind == SVC_LOG_INHERIT && !follow) {
+                send_error(c, id, "service '%s' keeps no log to read back: its output goes to the "
+                                  "supervisor's standard output and error (log = inherit); "
+                                  "--follow shows its new lines", name);
                 return;
         }
         char *fname = follow ? strdup(name) : NULL;
-        long sent = n ? send_tail(c, path, n) : 0;
+        if (follow && !fname) {
+                send_error(c, id, "out of memory");
+                return;
+        }
+        /* log = inherit keeps no history: following starts with the next line. */
+        long sent = n && kind == SVC_LOG_FILE && path ? send_tail(c, path, logger_keep(s->log), n)
+                                                      : 0;
         if (c->dead) {
                 free(fname);
-                json_decref(d);
                 return;
         }
         if (sent < 0) {
                 send_error(c, id, "cannot read '%s': %s", path, strerror((int)-sent));
                 free(fname);
-                json_decref(d);
                 return;
         }
         json_t *o = reply_new(id, true);
         json_object_set_new(o, "lines", json_integer(sent));
-        json_object_set_new(o, "path", json_string(path));
+        json_object_set_new(o, "path", path ? json_string(path) : json_null());
         json_object_set_new(o, "following", json_boolean(fname != NULL));
-        json_decref(d);
         bool alive = conn_send(c, o);
         json_decref(o);
         if (alive && fname) {
@@ -845,6 +910,10 @@ static void verb_logs(struct conn *c, json_t *req, json_t *id) {
         } else {
                 free(fname);
         }
+}
+
+bool control_has_followers(const struct sv *sv) {
+        return sv->control && sv->control->n_following;
 }
 
 void control_on_log_line(struct sv *sv, const char *name, const char *head, size_t head_len,

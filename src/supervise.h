@@ -139,6 +139,10 @@ void logger_free(struct svc_logger *l);
 /* The fd to hand to a child as its stdout (stream 1) or stderr (2): -1 means /dev/null. */
 int logger_fd(const struct svc_logger *l, int stream);
 void logger_describe(const struct svc_logger *l, json_t *o);
+enum svc_log logger_kind(const struct svc_logger *l);
+/* log = file: the file and how many rotated ones are kept (PATH.1 newest ... PATH.keep). */
+const char *logger_path(const struct svc_logger *l);
+unsigned logger_keep(const struct svc_logger *l);
 
 /* ---- the supervisor (cmd_supervise.c) ------------------------------------------------------- */
 
@@ -201,7 +205,9 @@ void control_free(struct sv *sv);
 void control_on_transition(struct sv *sv, struct svc *s);
 /* The service named name is gone (a reload removed it). */
 void control_on_removed(struct sv *sv, const char *name);
-/* A line was written to the log file of service name: pass it to the followers. */
+/* A line of service name was written to its log file or passed to our stdout/stderr: pass
+ * it to the followers (`tend ctl logs --follow`). head is its timestamp and stream. */
+bool control_has_followers(const struct sv *sv);
 void control_on_log_line(struct sv *sv, const char *name, const char *head, size_t head_len,
                          const char *data, size_t len);
 

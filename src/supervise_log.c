@@ -93,15 +93,21 @@ static void note_failure(struct svc_logger *l, int err) {
         }
 }
 
-static void file_line(struct svc_logger *l, int stream, const char *data, size_t len) {
-        char head[64];
+/* "2026-11-02T10:00:00.123Z stdout " into head (64 bytes); returns its length. */
+static size_t line_head(char *head, size_t size, int stream) {
         struct timespec ts;
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
-        size_t h = strftime(head, sizeof head, "%Y-%m-%dT%H:%M:%S", &tm);
-        h += (size_t)snprintf(head + h, sizeof head - h, ".%03ldZ %s ", ts.tv_nsec / 1000000,
+        size_t h = strftime(head, size, "%Y-%m-%dT%H:%M:%S", &tm);
+        h += (size_t)snprintf(head + h, size - h, ".%03ldZ %s ", ts.tv_nsec / 1000000,
                               stream == 1 ? "stdout" : "stderr");
+        return h;
+}
+
+static void file_line(struct svc_logger *l, int stream, const char *data, size_t len) {
+        char head[64];
+        size_t h = line_head(head, sizeof head, stream);
         bool nl = len && data[len - 1] == '\n';
         if (l->fd < 0) {
                 int e = file_open(l);
@@ -151,6 +157,13 @@ static void inherit_line(struct svc_logger *l, int stream, const char *data, siz
                 buf[n++] = '\n';
         if (!sv_output(l->sv, stream, buf, n))
                 l->dropped++;
+        /* `tend ctl logs --follow` gets the line as the file would have it, dropped here or
+         * not (its own queue is bounded separately). */
+        if (control_has_followers(l->sv)) {
+                char head[64];
+                size_t h = line_head(head, sizeof head, stream);
+                control_on_log_line(l->sv, l->name, head, h, data, len);
+        }
 }
 
 static void on_line(tend_capture *c, const char *data, size_t len, bool eof, void *userdata) {
@@ -247,9 +260,22 @@ void logger_describe(const struct svc_logger *l, json_t *o) {
                 json_object_set_new(j, "path", json_string(l->path));
         json_object_set_new(j, "dropped_lines", json_integer((json_int_t)l->dropped));
         if (l->kind == SVC_LOG_FILE) {
+                json_object_set_new(j, "keep", json_integer(l->keep));
                 json_object_set_new(j, "rotations", json_integer((json_int_t)l->rotations));
                 json_object_set_new(j, "error", l->failing ? json_string(strerror(l->error))
                                                            : json_null());
         }
         json_object_set_new(o, "log", j);
+}
+
+enum svc_log logger_kind(const struct svc_logger *l) {
+        return l->kind;
+}
+
+const char *logger_path(const struct svc_logger *l) {
+        return l->path;
+}
+
+unsigned logger_keep(const struct svc_logger *l) {
+        return l->keep;
 }

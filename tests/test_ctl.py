@@ -8,6 +8,7 @@ each test and must exit 0.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -328,7 +329,115 @@ command = {helper} sleep-forever
         follower.wait(timeout=TIMEOUT)
 
     r = ctl(tend, sup, "logs", "a", check=1)
-    assert "does not log to a file" in r.stderr and "log = inherit" in r.stderr
+    assert "keeps no log to read back" in r.stderr and "log = inherit" in r.stderr
+    assert "--follow" in r.stderr
+    assert sup.stop() == 0
+
+
+def _burst_service(helper, name, log):
+    # A service that writes "n 0" .. "n COUNT-1" then "done" on stdout at each SIGUSR1 (one
+    # write per line: the shell's echo), COUNT from the file next to it.
+    return f"""
+[service {name}]
+command = trap 'i=0; while [ $i -lt 200 ]; do echo "n $i"; i=$((i+1)); done; echo done' USR1; \\
+    {helper} notify-send READY=1; while :; do {helper} sleep-forever & wait $!; done
+shell = yes
+ready = notify
+log = {log}
+"""
+
+
+def _follow(sup, name, lines=0):
+    """A raw client following NAME's log, registered once this returns."""
+    c = Raw(sup.control)
+    c.send(json.dumps({"verb": "logs", "name": name, "lines": lines, "follow": True}).encode()
+           + b"\n")
+    history = []
+    while True:
+        r = c.reply()
+        assert r is not None
+        if "log" in r:
+            history.append(r["log"])
+            continue
+        assert r["ok"] is True and r["following"] is True, r
+        return c, history
+
+
+def _follow_until_done(c):
+    got = []
+    while True:
+        r = c.reply()
+        assert r is not None, got[-3:]
+        line = r["log"]
+        m = re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z stdout (.*)$", line)
+        assert m, line
+        if m.group(1) == "done":
+            return got
+        got.append(m.group(1))
+
+
+def test_logs_read_back_through_rotated_files(supervise, helper, tend, tmp):
+    # 300 lines in files of 2 KiB, 3 rotated ones kept: the current file has fewer than the
+    # lines asked for, and the rest comes from svc.log.1, .2, .3, oldest first, with no gap.
+    log = Path(tmp) / "svc.log"
+    sup = start_sup(supervise, f"""\
+[service chatty]
+command = i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done; \\
+    exec {helper} notify READY=1
+shell = yes
+ready = notify
+log = file:{log},size=2K,keep=3
+""")
+    sup.wait_state("chatty", "running")  # READY=1 came after the last line was written
+    current = log.read_text().splitlines()
+    assert 0 < len(current) < 60
+    r = ctl(tend, sup, "logs", "-n", "60", "chatty", check=0)
+    body = [line.split(" ", 2)[2] for line in r.stdout.splitlines()]
+    assert body == [f"line {i}" for i in range(240, 300)]
+    # Everything that is kept, in order: the files from the oldest.
+    kept = []
+    for name in ("svc.log.3", "svc.log.2", "svc.log.1", "svc.log"):
+        kept += (Path(tmp) / name).read_text().splitlines()
+    replies = ctl_json(tend, sup, "logs", "-n", "10000", "chatty")
+    assert [x["log"] for x in replies[:-1]] == kept
+    assert replies[-1]["lines"] == len(kept)
+    assert kept[-1].endswith(" stdout line 299") and len(kept) < 300
+    assert sup.stop() == 0
+
+
+def test_follow_across_rotations_loses_and_repeats_nothing(supervise, helper, tend, tmp):
+    # The follower gets the lines from the supervisor as they are written, not from the
+    # file: rotations in the middle (2 KiB files) neither lose nor repeat a line.
+    log = Path(tmp) / "f.log"
+    sup = start_sup(supervise, _burst_service(helper, "f", f"file:{log},size=2K,keep=1"))
+    sup.wait_state("f", "running")
+    c, history = _follow(sup, "f")
+    assert history == []
+    ctl(tend, sup, "signal", "f", "USR1", check=0)
+    assert _follow_until_done(c) == [f"n {i}" for i in range(200)]
+    assert status(tend, sup, "f")["f"]["log"]["rotations"] >= 2
+    assert sup.stop() == 0
+
+
+def test_follow_inherit_and_none(supervise, helper, tend):
+    # log = inherit: no history to read back, but --follow streams the new lines (the same
+    # lines still go to the supervisor's stdout with the prefix). log = none: a clear error.
+    sup = start_sup(supervise, _burst_service(helper, "p", "inherit") + f"""
+[service n]
+command = {helper} sleep-forever
+log = none
+""")
+    sup.wait_state("p", "running")
+    c, history = _follow(sup, "p", lines=10)
+    assert history == []
+    ctl(tend, sup, "signal", "p", "USR1", check=0)
+    assert _follow_until_done(c) == [f"n {i}" for i in range(200)]
+    sup.wait_line(r"^p: done$", stream=1)
+    assert sup.out[sup.out.index("p: n 0"):sup.out.index("p: done")] == \
+        [f"p: n {i}" for i in range(200)]
+    for args in (["logs", "n"], ["logs", "-f", "n"]):
+        r = ctl(tend, sup, *args, check=1)
+        assert "keeps no log: its output is discarded (log = none)" in r.stderr, r.stderr
     assert sup.stop() == 0
 
 
