@@ -18,7 +18,9 @@
 
 #include "help-ctl.h"
 
-#define REPLY_LINE_MAX (4u * 1024u * 1024u)
+/* The supervisor's limit for one reply (control.c CTL_REPLY_MAX), and room for its
+ * newline. */
+#define REPLY_LINE_MAX (64u * 1024u * 1024u + 2u)
 
 enum { OPT_CONTROL = 1000, OPT_JSON, OPT_TIMEOUT, OPT_ALL };
 
@@ -60,6 +62,8 @@ static ssize_t read_reply(struct reader *r, size_t *consumed) {
                                 return -1;
                         }
                         size_t cap = r->cap ? r->cap * 2 : 65536;
+                        if (cap > REPLY_LINE_MAX)
+                                cap = REPLY_LINE_MAX;
                         char *nb = realloc(r->buf, cap);
                         if (!nb) {
                                 msg_error("out of memory");

@@ -7,8 +7,11 @@
  *   - a request line is at most CTL_LINE_MAX bytes: a longer one gets an error reply and the
  *     connection is closed (we cannot find where the next request starts);
  *   - a malformed line gets an error reply and the connection goes on;
- *   - replies are queued without blocking, up to CTL_OUT_MAX bytes per connection: a peer
- *     that does not read its replies (or a --follow it cannot keep up with) is dropped;
+ *   - replies are queued without blocking. One reply may be up to CTL_REPLY_MAX bytes (a
+ *     longer one is replaced by an error reply); a new reply is queued only while less than
+ *     CTL_OUT_MAX bytes of earlier ones are unsent: a peer that does not read its replies
+ *     (or a --follow it cannot keep up with) is dropped. So a connection holds at most
+ *     CTL_OUT_MAX + CTL_REPLY_MAX bytes, and a big buffer is freed once it is sent;
  *   - at most CTL_CONN_MAX connections at a time; more are told so and closed.
  * Peers are authorised once, when they connect, by SO_PEERCRED (and SO_PEERGROUPS for
  * their supplementary groups): root and the supervisor's own user may do everything, members
@@ -34,7 +37,10 @@
 #include <unistd.h>
 
 #define CTL_LINE_MAX (64u * 1024u)     /* a request line, newline included */
-#define CTL_OUT_MAX (1024u * 1024u)    /* replies queued for one connection */
+#define CTL_OUT_MAX (1024u * 1024u)    /* unsent replies before another is queued */
+#define CTL_REPLY_MAX (64u * 1024u * 1024u) /* one reply line (status of 10,000 services
+                                               with 4 KiB status texts: about 50 MiB) */
+#define CTL_OUT_KEEP (64u * 1024u)     /* an output buffer above this is freed once sent */
 #define CTL_CONN_MAX 64
 #define CTL_LOG_LINES_MAX 10000        /* logs -n */
 #define CTL_LOG_READ_MAX (512u * 1024u) /* bytes read back from the end of a log file */
@@ -149,8 +155,15 @@ static bool conn_flush(struct conn *c) {
                 }
                 c->out_head += (size_t)n;
         }
-        if (c->out_head == c->out_len)
+        if (c->out_head == c->out_len) {
                 c->out_head = c->out_len = 0;
+                if (c->out_cap > CTL_OUT_KEEP) {
+                        /* A big reply is out: give its memory back. */
+                        free(c->out);
+                        c->out = NULL;
+                        c->out_cap = 0;
+                }
+        }
         if (c->closing && c->out_len == 0) {
                 conn_drop(c);
                 return false;
@@ -169,12 +182,39 @@ static bool conn_send(struct conn *c, json_t *o) {
                 return false;
         }
         size_t len = strlen(text);
-        if (c->out_len - c->out_head + len + 1 > CTL_OUT_MAX) {
+        if (c->out_len - c->out_head > CTL_OUT_MAX) {
                 free(text);
                 sv_say(c->ctl->sv, "control: uid %u (pid %d) does not read its replies; dropped",
                        (unsigned)c->uid, (int)c->pid);
                 conn_drop(c);
                 return false;
+        }
+        if (len + 1 > CTL_REPLY_MAX) {
+                free(text);
+                json_t *e = json_object();
+                json_t *id = json_object_get(o, "id");
+                if (id)
+                        json_object_set(e, "id", id);
+                json_object_set_new(e, "ok", json_false());
+                json_object_set_new(e, "error", json_sprintf("reply too long (%zu bytes; the limit is %u): ask for fewer services",
+                                                             len + 1, CTL_REPLY_MAX));
+                bool r = conn_send(c, e);
+                json_decref(e);
+                return r;
+        }
+        if (c->out_len == 0 && len + 1 > CTL_OUT_KEEP) {
+                /* A big reply to an idle connection: send jansson's buffer itself rather
+                 * than a copy (a status of thousands of services is megabytes). */
+                char *nb = realloc(text, len + 1);
+                if (nb) {
+                        free(c->out);
+                        nb[len] = '\n';
+                        c->out = nb;
+                        c->out_cap = len + 1;
+                        c->out_head = 0;
+                        c->out_len = len + 1;
+                        return conn_flush(c);
+                }
         }
         if (c->out_head > 0 && c->out_len + len + 1 > c->out_cap) {
                 memmove(c->out, c->out + c->out_head, c->out_len - c->out_head);

@@ -653,3 +653,41 @@ ready = notify
         ("reloading", "running"), ("running", "reloading"), ("reloading", "stopping"),
         ("stopping", "stopped")]
     assert sup.stop() == 0
+
+
+def test_status_of_thousands_of_services(supervise, tend, tmp):
+    # A status reply of over 1.5 MiB (3,000 services with long names and long reasons) comes
+    # whole: a reply may be far above the 1 MiB of unsent replies a connection may pile up.
+    # Cheap services: no process (the command does not exist: failed at once), no pipe
+    # (log = none), no cgroup.
+    n = 3000
+    missing = "/nonexistent/" + "x" * 120
+    text = "".join(f"""
+[service {'s%05d' % i}{'-' * 50}]
+command = {missing}
+restart = never
+log = none
+""" for i in range(n))
+    sup = start_sup(supervise, text, args=("--no-cgroup",))
+    failed = 0
+    deadline = time.monotonic() + 60
+    while failed < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{failed} of {n} failed"
+        sup._pump(left)
+        failed = sum(1 for line in sup.err if " -> failed (cannot exec" in line)
+    r = ctl(tend, sup, "--json", "status", check=0, timeout=60)
+    assert len(r.stdout) > 3 * 1024 * 1024 // 2
+    (reply,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert reply["ok"] is True
+    names = [s["name"] for s in reply["services"]]
+    assert names == sorted(f"s{i:05d}{'-' * 50}" for i in range(n))
+    assert all(s["state"] == "failed" and missing in s["reason"] for s in reply["services"])
+    # The table too, and the connection's big buffer does not stop the next request.
+    r = ctl(tend, sup, "status", check=0, timeout=60)
+    assert len(r.stdout.splitlines()) == n + 1
+    c = Raw(sup.control)
+    for _ in range(2):
+        c.send(b'{"verb":"status"}\n')
+        assert len(c.reply()["services"]) == n
+    assert sup.stop(timeout=60) == 0
