@@ -500,7 +500,7 @@ static void on_orphan(pid_t pid, int status, void *userdata) {
 /* ---- the command -------------------------------------------------------------------------------- */
 
 enum { OPT_CHECK = 1000, OPT_RUNTIME_DIR, OPT_SHUTDOWN_TIMEOUT, OPT_NO_CGROUP, OPT_CONTROL,
-       OPT_CONTROL_GROUP, OPT_NO_CONTROL };
+       OPT_CONTROL_GROUP, OPT_NO_CONTROL, OPT_CONTROL_IDLE };
 
 static const struct option options[] = {
         { "check", no_argument, NULL, OPT_CHECK },
@@ -510,6 +510,7 @@ static const struct option options[] = {
         { "control", required_argument, NULL, OPT_CONTROL },
         { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
         { "no-control", no_argument, NULL, OPT_NO_CONTROL },
+        { "control-idle-timeout", required_argument, NULL, OPT_CONTROL_IDLE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
 };
@@ -544,6 +545,7 @@ int cmd_supervise(int argc, char **argv) {
         const char *runtime_dir = NULL, *control_path = NULL, *control_group = NULL;
         char *control_default = NULL;
         uint64_t shutdown_timeout = 90ull * 1000 * 1000;
+        uint64_t control_idle = 10ull * 1000 * 1000;
         int opt;
         optind = 1;
         opterr = 0;
@@ -562,6 +564,13 @@ int cmd_supervise(int argc, char **argv) {
                 case OPT_CONTROL: control_path = optarg; break;
                 case OPT_CONTROL_GROUP: control_group = optarg; break;
                 case OPT_NO_CONTROL: no_control = true; break;
+                case OPT_CONTROL_IDLE:
+                        if (tend_parse_duration(optarg, &control_idle) < 0) {
+                                msg_error("invalid duration '%s' for --control-idle-timeout (try 10s)",
+                                          optarg);
+                                return EXIT_TEND_FAILURE;
+                        }
+                        break;
                 case 'h':
                         fputs(help_supervise, stdout);
                         return 0;
@@ -598,6 +607,7 @@ int cmd_supervise(int argc, char **argv) {
         memset(sv, 0, sizeof *sv);
         sv->config_path = path;
         sv->shutdown_timeout = shutdown_timeout;
+        sv->control_idle_usec = control_idle;
         sv->group_flags = no_cgroup ? TEND_GROUP_NO_CGROUP : 0;
         if (getrandom(&sv->rng, sizeof sv->rng, GRND_NONBLOCK) != sizeof sv->rng)
                 sv->rng = tend_now_usec() ^ (uint64_t)getpid() << 32;

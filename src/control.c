@@ -12,7 +12,15 @@
  *     CTL_OUT_MAX bytes of earlier ones are unsent: a peer that does not read its replies
  *     (or a --follow it cannot keep up with) is dropped. So a connection holds at most
  *     CTL_OUT_MAX + CTL_REPLY_MAX bytes, and a big buffer is freed once it is sent;
- *   - at most CTL_CONN_MAX connections at a time; more are told so and closed.
+ *   - a connection must send a complete request within the idle bound (--control-idle-
+ *     timeout, 10 s by default) of connecting or of its last request, else it gets an error
+ *     line and is closed; one in a wait or a logs --follow is exempt, and one whose reply is
+ *     still being sent is kept while the peer reads;
+ *   - at most CTL_CONN_MAX connections at a time. When the table is full, a newcomer takes
+ *     the place of the connection idle the longest; with none idle, a newcomer with every
+ *     right (root, the supervisor's user) takes the place of the oldest wait or follow of a
+ *     read-only peer; otherwise it is told so and closed. So peers who may only read cannot
+ *     lock root out, and a full table of silent connections empties within the idle bound.
  * Peers are authorised once, when they connect, by SO_PEERCRED (and SO_PEERGROUPS for
  * their supplementary groups): root and the supervisor's own user may do everything, members
  * of the --control-group may read (status, wait), anybody else is refused.
@@ -71,6 +79,10 @@ struct conn {
         tend_timer *wait_timer;
         /* logs --follow */
         char *follow_name;
+        /* the idle bound */
+        tend_timer *idle_timer;
+        uint64_t since;              /* accepted, or its last request handled */
+        uint64_t sent_total, sent_seen; /* bytes sent, and at the last idle check */
 };
 
 struct control {
@@ -86,6 +98,7 @@ struct control {
         bool has_group;
         gid_t group;
         size_t n_waiting, n_following;
+        uint64_t idle_usec;          /* 0: no idle bound */
 };
 
 /* ---- paths ----------------------------------------------------------------------------------- */
@@ -154,6 +167,7 @@ static bool conn_flush(struct conn *c) {
                         return false;
                 }
                 c->out_head += (size_t)n;
+                c->sent_total += (size_t)n;
         }
         if (c->out_head == c->out_len) {
                 c->out_head = c->out_len = 0;
@@ -313,7 +327,48 @@ static void conn_drop(struct conn *c) {
         c->watch = tend_watch_free(c->watch);
         c->fd = io_close(c->fd);
         c->wait_timer = tend_timer_free(c->wait_timer);
+        c->idle_timer = tend_timer_free(c->idle_timer);
         tend_timer_start(c->ctl->kick, 0);
+}
+
+/* Start counting the idle bound from now, unless the connection is exempt: in a wait or a
+ * follow (those end by an event or by the peer leaving), or already closing. */
+static void conn_idle_arm(struct conn *c) {
+        if (!c->idle_timer || c->dead)
+                return;
+        c->since = tend_now_usec();
+        c->sent_seen = c->sent_total;
+        if (c->waiting || c->follow_name || c->closing || !c->ctl->idle_usec)
+                tend_timer_stop(c->idle_timer);
+        else
+                tend_timer_start(c->idle_timer, c->ctl->idle_usec);
+}
+
+static void on_idle(tend_timer *t, void *userdata) {
+        struct conn *c = userdata;
+        if (c->dead || c->waiting || c->follow_name || c->closing)
+                return;
+        if (c->out_len > c->out_head) {
+                /* A reply is still on its way: keep the connection while the peer reads it;
+                 * one that has read nothing for the whole bound is gone. */
+                if (c->sent_total != c->sent_seen) {
+                        c->sent_seen = c->sent_total;
+                        tend_timer_start(t, c->ctl->idle_usec);
+                        return;
+                }
+                sv_say(c->ctl->sv, "control: uid %u (pid %d) reads nothing; closed",
+                       (unsigned)c->uid, (int)c->pid);
+                conn_drop(c);
+                return;
+        }
+        char d[32];
+        snprintf(d, sizeof d, "%.3gs", (double)c->ctl->idle_usec / 1e6);
+        send_error(c, NULL, "no request within %s: closing the connection (--control-idle-timeout)",
+                   d);
+        if (c->dead)
+                return;
+        c->closing = true;
+        (void)conn_flush(c);
 }
 
 static void conn_free(struct conn *c) {
@@ -328,6 +383,7 @@ static bool handle_line(struct conn *c, const char *line, size_t len);
 
 /* Handle the complete lines in the buffer, unless a wait holds them. */
 static void conn_process(struct conn *c) {
+        bool handled = false;
         while (!c->dead && !c->closing && !c->waiting) {
                 char *nl = memchr(c->in, '\n', c->in_len);
                 if (!nl)
@@ -345,7 +401,12 @@ static void conn_process(struct conn *c) {
                 c->in_len -= n + 1;
                 (void)handle_line(c, line, n);
                 free(line);
+                handled = true;
         }
+        /* Only a whole request counts as activity: a peer that sends a byte now and then
+         * is still idle. */
+        if (handled && !c->dead)
+                conn_idle_arm(c);
         if (c->dead || c->closing || c->waiting)
                 goto out;
         if (c->in_len >= CTL_LINE_MAX) {
@@ -392,6 +453,24 @@ static void on_conn(tend_watch *w, int fd, uint32_t revents, void *userdata) {
         conn_process(c);
 }
 
+/* The connection to close for a newcomer when the table is full (see the top), or NULL. */
+static struct conn *conn_victim(struct control *ctl, bool newcomer_full) {
+        struct conn *idle = NULL, *reader = NULL;
+        for (struct conn *c = ctl->conns; c; c = c->next) {
+                if (c->dead)
+                        continue;
+                if (!c->waiting && !c->follow_name) {
+                        if (!idle || c->since < idle->since)
+                                idle = c;
+                } else if (!c->full && (!reader || c->since < reader->since)) {
+                        reader = c;
+                }
+        }
+        if (idle)
+                return idle;
+        return newcomer_full ? reader : NULL;
+}
+
 static void on_accept(tend_watch *w, int fd, uint32_t revents, void *userdata) {
         struct control *ctl = userdata;
         for (int i = 0; i < 16; i++) {
@@ -403,6 +482,34 @@ static void on_accept(tend_watch *w, int fd, uint32_t revents, void *userdata) {
                 if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
                         io_close(cfd);
                         continue;
+                }
+                bool full = cred.uid == 0 || cred.uid == geteuid();
+                bool reader = false;
+                if (!full && ctl->has_group) {
+                        reader = cred.gid == ctl->group;
+                        /* Supplementary groups (Linux 4.13): ERANGE tells the size. */
+                        gid_t small[64], *groups = small;
+                        socklen_t gl = sizeof small;
+                        int r = reader ? -1 : getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS,
+                                                         groups, &gl);
+                        if (r < 0 && errno == ERANGE && gl <= 65536 * sizeof(gid_t) &&
+                            (groups = malloc(gl)))
+                                r = getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl);
+                        for (size_t k = 0; r == 0 && k < gl / sizeof(gid_t) && !reader; k++)
+                                reader = groups[k] == ctl->group;
+                        if (groups != small)
+                                free(groups);
+                }
+                if (ctl->n_conns >= CTL_CONN_MAX && (full || reader)) {
+                        struct conn *v = conn_victim(ctl, full);
+                        if (v) {
+                                sv_say(ctl->sv, "control: %u connections; closing the one of uid %u "
+                                                "(pid %d) for a new one",
+                                       (unsigned)CTL_CONN_MAX, (unsigned)v->uid, (int)v->pid);
+                                send_error(v, NULL, "closed to make room for a new connection "
+                                                    "(%u at most)", (unsigned)CTL_CONN_MAX);
+                                conn_drop(v);
+                        }
                 }
                 if (ctl->n_conns >= CTL_CONN_MAX) {
                         static const char busy[] =
@@ -420,32 +527,23 @@ static void on_accept(tend_watch *w, int fd, uint32_t revents, void *userdata) {
                         io_close(cfd);
                         continue;
                 }
+                if (tend_timer_new(ctl->sv->loop, on_idle, c, &c->idle_timer) < 0) {
+                        tend_watch_free(c->watch);
+                        free(c);
+                        free(in);
+                        io_close(cfd);
+                        continue;
+                }
                 c->ctl = ctl;
                 c->fd = cfd;
                 c->in = in;
                 c->events = EPOLLIN;
                 c->uid = cred.uid;
                 c->pid = cred.pid;
+                c->full = full;
                 c->next = ctl->conns;
                 ctl->conns = c;
                 ctl->n_conns++;
-                bool reader = false;
-                c->full = cred.uid == 0 || cred.uid == geteuid();
-                if (!c->full && ctl->has_group) {
-                        reader = cred.gid == ctl->group;
-                        /* Supplementary groups (Linux 4.13): ERANGE tells the size. */
-                        gid_t small[64], *groups = small;
-                        socklen_t gl = sizeof small;
-                        int r = reader ? -1 : getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS,
-                                                         groups, &gl);
-                        if (r < 0 && errno == ERANGE && gl <= 65536 * sizeof(gid_t) &&
-                            (groups = malloc(gl)))
-                                r = getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl);
-                        for (size_t k = 0; r == 0 && k < gl / sizeof(gid_t) && !reader; k++)
-                                reader = groups[k] == ctl->group;
-                        if (groups != small)
-                                free(groups);
-                }
                 if (!c->full && !reader) {
                         sv_say(ctl->sv, "control: uid %u (pid %d) refused", (unsigned)cred.uid,
                                (int)cred.pid);
@@ -454,7 +552,9 @@ static void on_accept(tend_watch *w, int fd, uint32_t revents, void *userdata) {
                         c->closing = true;
                         if (!c->dead)
                                 conn_flush(c);
+                        continue;
                 }
+                conn_idle_arm(c);
         }
 }
 
@@ -657,6 +757,7 @@ static void wait_reply(struct conn *c, struct svc *s, bool ok, const char *fmt, 
                 send_error(c, id, "%s", text);
         }
         json_decref(id);
+        conn_idle_arm(c); /* the wait's end counts as its request's */
         /* Requests sent after the wait go on at the next turn of the loop. */
         c->resume = true;
         tend_timer_start(c->ctl->kick, 0);
@@ -1079,6 +1180,7 @@ int control_open(struct sv *sv, const char *path, const char *group, char *err,
         }
         ctl->sv = sv;
         ctl->fd = -1;
+        ctl->idle_usec = sv->control_idle_usec;
         int e = 0;
         if (group) {
                 struct group *gr = getgrnam(group);

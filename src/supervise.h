@@ -167,6 +167,7 @@ struct sv {
         unsigned long orphans_reaped;
         size_t n_wait_stop;          /* services with ready = stop waiting for the stop */
         struct control *control;     /* the control socket (NULL: none) */
+        uint64_t control_idle_usec;  /* a control connection's bound to send a request (0: none) */
 };
 
 /* "tend: <text>" on our stderr, through the non-blocking queue. */

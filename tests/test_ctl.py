@@ -60,6 +60,36 @@ class Raw:
         self.s.settimeout(TIMEOUT)
         self.buf = b""
 
+    @classmethod
+    def as_user(cls, path, uid, gid):
+        """A client whose connection the supervisor sees as uid (primary group gid): made
+        by a child that drops to that user, connects and hands the socket over (SO_PEERCRED
+        is the connecting process's)."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(path))
+                socket.send_fds(a, [b"x"], [s.fileno()])
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        _, fds, _, _ = socket.recv_fds(b, 1, 1)
+        a.close()
+        b.close()
+        c = cls.__new__(cls)
+        c.s = socket.socket(fileno=fds[0])
+        c.s.settimeout(TIMEOUT)
+        c.buf = b""
+        return c
+
     def send(self, data):
         self.s.sendall(data)
 
@@ -521,6 +551,14 @@ def test_a_client_that_does_not_read_is_dropped(supervise, helper, tend):
     assert sup.stop() == 0
 
 
+def _waiting(c, name, state):
+    """Put Raw client c in a wait for NAME to be STATE, and know it is registered: the wait
+    follows, in the same write, a request answered at once (one read, handled in order)."""
+    c.send(b'{"verb":"status","names":["a"]}\n' +
+           json.dumps({"verb": "wait", "name": name, "state": state}).encode() + b"\n")
+    assert c.reply()["ok"] is True
+
+
 def test_too_many_connections(supervise, helper, tend):
     sup = start_sup(supervise, two_services(helper))
     sup.wait_state("a", "running")
@@ -531,14 +569,101 @@ def test_too_many_connections(supervise, helper, tend):
             conns.append(c)
             c.send(b'{"verb": "status", "names": ["a"]}\n')
             assert c.reply()["ok"]  # accepted and counted
+        # A full table of idle connections: the newcomer takes the place of the oldest.
+        r = ctl(tend, sup, "status", check=0)
+        r = conns[0].reply()
+        assert r["ok"] is False and "closed to make room for a new connection" in r["error"]
+        assert conns[0].reply() is None
+        sup.wait_line(r"^tend: control: 64 connections; closing the one of uid 0 \(pid \d+\) "
+                      r"for a new one$")
+        for c in conns:
+            c.close()
+        # 64 waits of peers with every right: nobody's place to take.
+        conns = []
+        for _ in range(64):
+            c = Raw(sup.control)
+            conns.append(c)
+            _waiting(c, "b", "stopped")
         r = ctl(tend, sup, "status", check=1)
         assert "too many control connections" in r.stderr
-        for c in conns[1:]:
-            c.close()
-        conns[0].send(b'{"verb": "status"}\n')
-        assert conns[0].reply()["ok"]
+        conns[5].close()
+        ctl(tend, sup, "stop", "b", check=0)
+        for c in conns[:5] + conns[6:]:
+            assert c.reply()["service"]["state"] == "stopped"
     finally:
         for c in conns:
+            c.close()
+    assert sup.stop() == 0
+
+
+def test_silent_connections_are_closed(supervise, helper, tend):
+    # --control-idle-timeout: no complete request within the bound, an error line and EOF;
+    # counted from the last request too. A wait and a follow are exempt: they outlive a
+    # silent connection opened after them, and still get their replies.
+    sup = start_sup(supervise, two_services(helper), args=("--control-idle-timeout", "300ms"))
+    sup.wait_state("b", "running")
+    waiter = Raw(sup.control)
+    _waiting(waiter, "b", "stopped")
+    follower = Raw(sup.control)
+    follower.send(b'{"verb":"logs","name":"a","lines":0,"follow":true}\n')
+    assert follower.reply()["following"] is True
+    silent = Raw(sup.control)
+    r = silent.reply()  # the event: the supervisor's idle timer, nothing here sleeps
+    assert r["ok"] is False
+    assert r["error"] == "no request within 0.3s: closing the connection (--control-idle-timeout)"
+    assert silent.reply() is None
+    # A byte now and then is no request.
+    dribble = Raw(sup.control)
+    dribble.send(b'{"verb"')
+    assert "no request within" in dribble.reply()["error"]
+    assert dribble.reply() is None
+    # After a request, the bound counts again.
+    once = Raw(sup.control)
+    once.send(b'{"verb":"status"}\n')
+    assert once.reply()["ok"] is True
+    assert "no request within" in once.reply()["error"]
+    assert once.reply() is None
+    # The waiter and the follower were silent longer than that and are still served.
+    # (Had the follower been closed, its error line and EOF would be there by now: it
+    # became silent before `once` did.)
+    follower.s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        follower.s.recv(1)
+    ctl(tend, sup, "stop", "b", check=0)
+    assert waiter.reply()["service"]["state"] == "stopped"
+    for c in (waiter, follower, silent, dribble, once):
+        c.close()
+    assert sup.stop() == 0
+
+
+def test_readers_cannot_lock_root_out(supervise, helper, tend, open_dir):
+    # 64 waits of a peer who may only read (a member of --control-group) fill the table: a
+    # connection of root takes the place of the oldest of them.
+    require_root()
+    sock = open_dir / "control"
+    sup = start_sup(supervise, two_services(helper),
+                    args=("--control", str(sock), "--control-group", "100"))
+    sup.control = sock
+    sup.wait_state("b", "running")
+    readers = [Raw.as_user(sock, 65534, 100) for _ in range(64)]
+    try:
+        for c in readers:
+            _waiting(c, "b", "stopped")
+        ctl(tend, sup, "status", check=0)
+        r = readers[0].reply()
+        assert r["ok"] is False and "closed to make room" in r["error"]
+        assert readers[0].reply() is None
+        sup.wait_line(r"^tend: control: 64 connections; closing the one of uid 65534 ")
+        # The table is full again (root's ctl has left): a reader does not take a reader's
+        # place.
+        readers.append(Raw.as_user(sock, 65534, 100))
+        _waiting(readers[-1], "b", "stopped")
+        late = Raw.as_user(sock, 65534, 100)
+        r = late.reply()
+        assert r == {"ok": False, "error": "too many control connections"}
+        late.close()
+    finally:
+        for c in readers:
             c.close()
     assert sup.stop() == 0
 
