@@ -1,5 +1,11 @@
 /* capture.c — reading a child's output from the loop, by chunk or by line, and ending the read
- * in bounded time once the child is gone (DESIGN §1.1–1.2). */
+ * in bounded time once the child is gone (DESIGN §1.1–1.2).
+ *
+ * Buffers are lazy: a supervisor holds two captures per service for the service's whole
+ * life, and most of them are idle. The read buffer is allocated when the fd is readable and
+ * freed again after a read that did not fill it (the pipe is then empty: idle), so a steady
+ * stream keeps it and an idle pipe holds none; the line buffer exists only while a line is
+ * incomplete. An idle capture costs its struct and its watch. */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -20,14 +26,24 @@ struct tend_capture {
         tend_watch *watch;
         enum tend_capture_mode mode;
         size_t line_max, read_size;
-        char *buf;
-        char *line;
+        char *buf;           /* NULL while idle */
+        char *line;          /* NULL while no line is incomplete */
         size_t line_len;
         tend_capture_cb cb;
         void *userdata;
         uint64_t bytes;
         bool done;
 };
+
+/* Hand the kept partial line over and let its buffer go. */
+static void line_flush(tend_capture *c) {
+        char *line = c->line;
+        size_t len = c->line_len;
+        c->line = NULL;
+        c->line_len = 0;
+        c->cb(c, line, len, false, c->userdata);
+        free(line);
+}
 
 static void deliver_lines(tend_capture *c, const char *data, size_t len) {
         while (len > 0) {
@@ -40,12 +56,17 @@ static void deliver_lines(tend_capture *c, const char *data, size_t len) {
                         size_t room = c->line_max - c->line_len;
                         if (take > room)
                                 take = room;
+                        if (!c->line && !(c->line = malloc(c->line_max))) {
+                                /* Out of memory: the piece goes as a line of its own. */
+                                c->cb(c, data, take, false, c->userdata);
+                                data += take;
+                                len -= take;
+                                continue;
+                        }
                         memcpy(c->line + c->line_len, data, take);
                         c->line_len += take;
-                        if (c->line[c->line_len - 1] == '\n' || c->line_len == c->line_max) {
-                                c->cb(c, c->line, c->line_len, false, c->userdata);
-                                c->line_len = 0;
-                        }
+                        if (c->line[c->line_len - 1] == '\n' || c->line_len == c->line_max)
+                                line_flush(c);
                 }
                 data += take;
                 len -= take;
@@ -66,10 +87,10 @@ static void finish(tend_capture *c) {
         if (c->done)
                 return;
         c->done = true;
-        if (c->line_len) {
-                c->cb(c, c->line, c->line_len, false, c->userdata);
-                c->line_len = 0;
-        }
+        if (c->line_len)
+                line_flush(c);
+        free(c->buf);
+        c->buf = NULL;
         c->watch = tend_watch_free(c->watch);
         c->fd = io_close(c->fd);
         c->cb(c, NULL, 0, true, c->userdata);
@@ -77,11 +98,22 @@ static void finish(tend_capture *c) {
 
 /* One read. Returns bytes read, 0 at the end of the stream, or -EAGAIN. */
 static ssize_t read_some(tend_capture *c, size_t max) {
-        ssize_t n = io_read(c->fd, c->buf, max < c->read_size ? max : c->read_size);
-        if (n > 0) {
-                deliver(c, c->buf, (size_t)n);
-                return n;
+        char small[256]; /* when the buffer cannot be had: slower, nothing lost */
+        if (!c->buf)
+                c->buf = malloc(c->read_size);
+        char *buf = c->buf ? c->buf : small;
+        size_t size = c->buf ? c->read_size : sizeof small;
+        ssize_t n = io_read(c->fd, buf, max < size ? max : size);
+        if (n > 0)
+                deliver(c, buf, (size_t)n); /* a data callback does not free the capture */
+        /* A read that did not fill the buffer emptied the pipe: the buffer goes until the
+         * next wake-up. A steady stream fills it at each read and keeps it. */
+        if (n <= 0 || (size_t)n < size) {
+                free(c->buf);
+                c->buf = NULL;
         }
+        if (n > 0)
+                return n;
         if (n == -EAGAIN)
                 return n;
         /* 0 is EOF; EIO is how a pty master says the last slave closed; any other error
@@ -110,16 +142,7 @@ TEND_PUBLIC int tend_capture_new(tend_loop *loop, int fd, const struct tend_capt
         c->mode = opts ? opts->mode : TEND_CAPTURE_CHUNK;
         c->line_max = opts && opts->line_max ? opts->line_max : DEFAULT_LINE_MAX;
         c->read_size = opts && opts->read_size ? opts->read_size : DEFAULT_READ_SIZE;
-        int r = -ENOMEM;
-        c->buf = malloc(c->read_size);
-        if (!c->buf)
-                goto fail;
-        if (c->mode == TEND_CAPTURE_LINE) {
-                c->line = malloc(c->line_max);
-                if (!c->line)
-                        goto fail;
-        }
-        r = io_set_nonblock(fd, true);
+        int r = io_set_nonblock(fd, true);
         if (r < 0)
                 goto fail;
         r = tend_watch_new(loop, fd, EPOLLIN, on_readable, c, &c->watch);
