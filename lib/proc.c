@@ -41,7 +41,12 @@ struct tend_proc {
         int stdio_fd[3];
         int pty_fd;
         enum proc_state state;
-        struct tend_exit exit;
+        /* The exit, kept small: a supervisor holds a handle per service for as long as it
+         * runs. struct tend_exit is built from these on demand (exit_get). */
+        int wait_status;
+        bool recovered;
+        uint64_t start_usec, end_usec;
+        struct rusage *rusage; /* malloc'd at the reap; NULL: none (recovered, or no memory) */
         bool exit_notified;
         tend_exit_cb exit_cb;
         void *exit_userdata;
@@ -76,7 +81,7 @@ int proc_new(tend_loop *loop, pid_t pid, int pidfd, tend_group *group, int stdio
         for (int i = 0; i < 3; i++)
                 p->stdio_fd[i] = stdio_fds[i];
         p->pty_fd = pty_fd;
-        p->exit.start_usec = start_usec;
+        p->start_usec = start_usec;
         int r = tend_watch_new(loop, pidfd, EPOLLIN, on_pidfd, p, &p->watch);
         if (r < 0) {
                 free(p);
@@ -98,6 +103,7 @@ TEND_PUBLIC tend_proc *tend_proc_free(tend_proc *p) {
         for (int i = 0; i < 3; i++)
                 io_close(p->stdio_fd[i]);
         io_close(p->pty_fd);
+        free(p->rusage);
         free(p);
         return NULL;
 }
@@ -153,16 +159,24 @@ static int status_from_siginfo(const siginfo_t *si) {
 }
 
 static void fill_exit(tend_proc *p, int wait_status) {
-        p->exit.wait_status = wait_status;
-        if (WIFEXITED(wait_status)) {
-                p->exit.code = WEXITSTATUS(wait_status);
-                p->exit.signo = 0;
+        p->wait_status = wait_status;
+        p->end_usec = tend_now_usec();
+}
+
+static void exit_get(const tend_proc *p, struct tend_exit *ex) {
+        memset(ex, 0, sizeof *ex);
+        ex->wait_status = p->wait_status;
+        if (WIFEXITED(p->wait_status)) {
+                ex->code = WEXITSTATUS(p->wait_status);
         } else {
-                p->exit.code = 0;
-                p->exit.signo = WTERMSIG(wait_status);
-                p->exit.core = WCOREDUMP(wait_status);
+                ex->signo = WTERMSIG(p->wait_status);
+                ex->core = WCOREDUMP(p->wait_status);
         }
-        p->exit.end_usec = tend_now_usec();
+        ex->recovered = p->recovered;
+        if (p->rusage)
+                ex->rusage = *p->rusage;
+        ex->start_usec = p->start_usec;
+        ex->end_usec = p->end_usec;
 }
 
 /* Someone else reaped our child (ECHILD). Ask the pidfd what it was.
@@ -183,7 +197,7 @@ static int recover_status(tend_proc *p, bool block) {
                 int r = ioctl(p->pidfd, TEND_PIDFD_GET_INFO, &info);
                 if (r == 0 && (info.mask & TEND_PIDFD_INFO_EXIT)) {
                         fill_exit(p, info.exit_code);
-                        p->exit.recovered = true;
+                        p->recovered = true;
                         return 0;
                 }
                 /* ESRCH while the task is being detached is transient; ENOTTY/EINVAL: no
@@ -239,7 +253,9 @@ static int proc_reap(tend_proc *p, bool block) {
                 if (si.si_pid == 0)
                         return 0;
                 fill_exit(p, status_from_siginfo(&si));
-                p->exit.rusage = ru;
+                p->rusage = malloc(sizeof *p->rusage); /* NULL: reported as zero */
+                if (p->rusage)
+                        *p->rusage = ru;
                 p->state = PROC_EXITED;
         }
         /* Reaped: drop the pidfd so that signalling afterwards cannot reach anything. */
@@ -265,10 +281,13 @@ void proc_handle_exit(tend_proc *p) {
         p->exit_notified = true;
         ladder_proc_exited(p);
         if (p->exit_cb) {
-                if (p->state == PROC_EXITED)
-                        p->exit_cb(p, 0, &p->exit, p->exit_userdata);
-                else
+                if (p->state == PROC_EXITED) {
+                        struct tend_exit ex;
+                        exit_get(p, &ex);
+                        p->exit_cb(p, 0, &ex, p->exit_userdata);
+                } else {
                         p->exit_cb(p, -TEND_ESTATUSLOST, NULL, p->exit_userdata);
+                }
         }
 }
 
@@ -285,7 +304,7 @@ static int result(const tend_proc *p, struct tend_exit *ret_exit) {
         if (p->state == PROC_LOST)
                 return -TEND_ESTATUSLOST;
         if (ret_exit)
-                *ret_exit = p->exit;
+                exit_get(p, ret_exit);
         return 0;
 }
 

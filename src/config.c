@@ -720,8 +720,15 @@ static void key_limit(struct ctx *c, const char *which) {
                         s->rlimits[i].limit = lim;
                         return;
                 }
-        if (s->n_rlimits < CONFIG_RLIMITS_MAX)
-                s->rlimits[s->n_rlimits++] = (struct tend_rlimit){ resource, lim };
+        if (s->n_rlimits >= CONFIG_RLIMITS_MAX)
+                return;
+        struct tend_rlimit *v = realloc(s->rlimits, (s->n_rlimits + 1) * sizeof *v);
+        if (!v) {
+                kv_error(c, "out of memory");
+                return;
+        }
+        s->rlimits = v;
+        s->rlimits[s->n_rlimits++] = (struct tend_rlimit){ resource, lim };
 }
 
 static void set_bit(uint8_t *bits, unsigned i) {
@@ -898,7 +905,9 @@ static void key_ready(struct ctx *c) {
                         s->ready_fd = (int)fd;
                 }
         } else if (!strncmp(w, "tcp:", 4)) {
-                if (!parse_tcp(w + 4, &s->tcp_addr, &s->tcp_addr_len))
+                if (!s->tcp_addr && !(s->tcp_addr = calloc(1, sizeof *s->tcp_addr)))
+                        kv_error(c, "out of memory");
+                else if (!parse_tcp(w + 4, s->tcp_addr, &s->tcp_addr_len))
                         kv_error(c, "tcp:HOST:PORT wants a numeric address or localhost and a "
                                     "port (tcp:127.0.0.1:8080, tcp:[::1]:80)");
                 else {
@@ -915,8 +924,18 @@ static void key_stop(struct ctx *c) {
         char *w = one_word(c);
         if (!w)
                 return;
-        if (tend_ladder_parse(w, &c->s->ladder) < 0)
+        struct tend_ladder l;
+        struct tend_ladder *copy = NULL;
+        if (tend_ladder_parse(w, &l) < 0)
                 kv_error(c, "invalid ladder '%s' (try TERM/10s,KILL)", w);
+        else if (!(copy = malloc(sizeof *copy)))
+                kv_error(c, "out of memory");
+        else {
+                *copy = l;
+                if (c->s->ladder != &config_default_ladder)
+                        free((void *)c->s->ladder);
+                c->s->ladder = copy;
+        }
         free(w);
 }
 
@@ -1139,6 +1158,11 @@ static int append_identity(char **id, size_t *len, const struct raw_kv *kv) {
 
 static void resolve_ids(struct parse *ps, const struct raw_service *rs, struct svc_config *s);
 
+const struct tend_ladder config_default_ladder = {
+        .n = 2,
+        .step = { { SIGTERM, 10ull * 1000 * 1000 }, { SIGKILL, 0 } },
+};
+
 static struct svc_config *interpret_service(struct parse *ps, struct raw_service *rs) {
         struct svc_config *s = calloc(1, sizeof *s);
         if (!s)
@@ -1152,9 +1176,7 @@ static struct svc_config *interpret_service(struct parse *ps, struct raw_service
         set_bit(s->success_signals, SIGINT);
         set_bit(s->success_signals, SIGTERM);
         set_bit(s->success_signals, SIGPIPE);
-        s->ladder.n = 2;
-        s->ladder.step[0] = (struct tend_ladder_step){ SIGTERM, 10ull * 1000 * 1000 };
-        s->ladder.step[1] = (struct tend_ladder_step){ SIGKILL, 0 };
+        s->ladder = &config_default_ladder;
         s->log_size = 10u << 20;
         s->log_keep = 5;
         char *base = NULL;
@@ -1300,6 +1322,10 @@ void config_service_free(struct svc_config *s) {
         config_strv_free(s->after);
         config_strv_free(s->requires);
         free(s->log_path);
+        free(s->rlimits);
+        free(s->tcp_addr);
+        if (s->ladder != &config_default_ladder)
+                free((void *)s->ladder);
         free(s);
 }
 

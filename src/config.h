@@ -53,7 +53,7 @@ struct svc_config {
         char *group;
         bool has_umask;
         mode_t umask;
-        struct tend_rlimit rlimits[CONFIG_RLIMITS_MAX];
+        struct tend_rlimit *rlimits; /* n_rlimits of them (malloc'd; most services have none) */
         size_t n_rlimits;
 
         struct svc_policy policy;
@@ -65,12 +65,12 @@ struct svc_config {
 
         enum svc_ready ready;
         int ready_fd;
-        struct sockaddr_storage tcp_addr;
+        struct sockaddr_storage *tcp_addr; /* ready = tcp: (malloc'd) */
         socklen_t tcp_addr_len;
         char *tcp_text;       /* host:port as written */
         struct svc_command ready_exec;
 
-        struct tend_ladder ladder;
+        const struct tend_ladder *ladder; /* config_default_ladder, or malloc'd */
         struct svc_command stop_command;
         struct svc_command hooks[SVC_HOOK_COUNT];
 
@@ -84,6 +84,9 @@ struct svc_config {
         uint64_t log_size;    /* rotate above this many bytes (0: never) */
         unsigned log_keep;    /* rotated files kept */
 };
+
+/* TERM/10s,KILL: the stop ladder of every service without stop = (shared, not freed). */
+extern const struct tend_ladder config_default_ladder;
 
 struct config {
         struct svc_config **services; /* sorted by name */

@@ -49,7 +49,8 @@ struct svc {
         bool start_done;             /* forking: the start command has exited successfully */
         tend_proc *start_proc;       /* forking: the start command */
         bool have_exit;
-        struct tend_exit last_exit;  /* of the last main process */
+        int last_code, last_signo;   /* of the last main process (no rusage: status shows
+                                        only these, and this is per service) */
         bool last_exit_lost;
         uint64_t last_exit_wall;     /* CLOCK_REALTIME usec */
 
@@ -69,7 +70,7 @@ struct svc {
         tend_proc *probe;
         bool wait_stop;              /* ready = stop: waiting for the main to stop itself */
         bool ready_pending;          /* forking: ready before the start command was done */
-        char ready_cause[SVC_CAUSE_MAX];
+        char *ready_cause;           /* its cause (malloc'd; NULL: none kept) */
         int inotify_fd;              /* forking + pidfile */
         tend_watch *inotify_watch;
         bool pidfile_complained;
@@ -87,7 +88,6 @@ struct svc {
         unsigned long notify_dropped;
 
         struct svc_logger *log;
-        char cause[SVC_CAUSE_MAX];   /* scratch for follow-up events */
 };
 
 int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret);

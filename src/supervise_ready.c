@@ -52,7 +52,8 @@ static void reached(struct svc *s, const char *cause) {
                 return;
         if (s->cfg->type == SVC_TYPE_FORKING && !s->start_done) {
                 s->ready_pending = true;
-                snprintf(s->ready_cause, sizeof s->ready_cause, "%s", cause);
+                free(s->ready_cause);
+                s->ready_cause = strdup(cause); /* NULL: "ready" will do */
                 return;
         }
         post_ready_event(s, SVC_EV_READY, cause);
@@ -323,7 +324,7 @@ static void probe_attempt(struct svc *s) {
                 return;
         if (s->cfg->ready == SVC_READY_TCP) {
                 tcp_close(s);
-                const struct sockaddr *sa = (const struct sockaddr *)&s->cfg->tcp_addr;
+                const struct sockaddr *sa = (const struct sockaddr *)s->cfg->tcp_addr;
                 s->tcp_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                 if (s->tcp_fd < 0) {
                         probe_again(s);
@@ -371,6 +372,8 @@ void ready_check_stopped(struct svc *s) {
 
 int ready_before_spawn(struct svc *s, struct tend_fd_map *map, bool *has_map) {
         s->ready_pending = false;
+        free(s->ready_cause);
+        s->ready_cause = NULL;
         s->probe_interval = 0;
         if (s->cfg->ready != SVC_READY_FD)
                 return 0;
@@ -460,7 +463,9 @@ static int try_pidfile(struct svc *s) {
 static enum svc_event main_found(struct svc *s, char *cause, size_t size) {
         if (s->ready_pending) {
                 s->ready_pending = false;
-                snprintf(cause, size, "%s", s->ready_cause);
+                snprintf(cause, size, "%s", s->ready_cause ? s->ready_cause : "ready");
+                free(s->ready_cause);
+                s->ready_cause = NULL;
                 return SVC_EV_READY;
         }
         return start_watching(s, cause, size);
@@ -574,4 +579,6 @@ void ready_cancel(struct svc *s) {
         }
         inotify_close(s);
         s->ready_pending = false;
+        free(s->ready_cause);
+        s->ready_cause = NULL;
 }

@@ -249,8 +249,10 @@ void svc_main_ended(struct svc *s, int err, const struct tend_exit *ex) {
         s->main_exited = true;
         s->have_exit = true;
         s->last_exit_lost = err < 0;
-        if (ex)
-                s->last_exit = *ex;
+        if (ex) {
+                s->last_code = ex->code;
+                s->last_signo = ex->signo;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         s->last_exit_wall = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
@@ -329,7 +331,7 @@ static void on_group_empty(tend_group *g, void *userdata) {
         sv_settle(s->sv);
 }
 
-static enum svc_event do_spawn(struct svc *s) {
+static enum svc_event do_spawn(struct svc *s, char *cause) {
         svc_bury(s, s->main);
         svc_bury(s, s->start_proc);
         s->main = s->start_proc = NULL;
@@ -341,13 +343,13 @@ static enum svc_event do_spawn(struct svc *s) {
         bool has_map = false;
         int e = ready_before_spawn(s, &map, &has_map);
         if (e < 0) {
-                snprintf(s->cause, sizeof s->cause, "cannot set up readiness: %s",
+                snprintf(cause, SVC_CAUSE_MAX, "cannot set up readiness: %s",
                          tend_strerror(e));
                 return SVC_EV_SPAWN_FAILED;
         }
         tend_proc *p;
         e = spawn_in_group(s, s->cfg->command.argv, has_map ? &map : NULL, has_map ? 1 : 0, true,
-                           &p, s->cause, sizeof s->cause);
+                           &p, cause, SVC_CAUSE_MAX);
         if (has_map)
                 io_close(map.parent_fd); /* the child has its copy; EOF now means it closed */
         if (e < 0) {
@@ -362,7 +364,7 @@ static enum svc_event do_spawn(struct svc *s) {
                 s->main_pid = tend_proc_pid(p);
                 tend_proc_on_exit(p, on_main_exit, s);
         }
-        return ready_after_spawn(s, s->cause, sizeof s->cause);
+        return ready_after_spawn(s, cause, SVC_CAUSE_MAX);
 }
 
 /* ---- hooks ---------------------------------------------------------------------------------- */
@@ -386,7 +388,7 @@ static void on_hook_exit(tend_proc *p, int err, const struct tend_exit *ex, void
         sv_settle(s->sv);
 }
 
-static enum svc_event run_hook(struct svc *s, enum svc_hook h) {
+static enum svc_event run_hook(struct svc *s, enum svc_hook h, char *cause) {
         if (s->hook) {
                 (void)tend_proc_signal(s->hook, SIGKILL);
                 svc_bury(s, s->hook);
@@ -398,7 +400,7 @@ static enum svc_event run_hook(struct svc *s, enum svc_hook h) {
                                   sizeof what);
         if (e < 0) {
                 s->hook = NULL;
-                snprintf(s->cause, sizeof s->cause, "%.180s", what);
+                snprintf(cause, SVC_CAUSE_MAX, "%.180s", what);
                 sv_say(s->sv, "svc '%s': %s: %s", s->cfg->name, hook_names[h], what);
                 return SVC_EV_HOOK_FAILED;
         }
@@ -408,17 +410,18 @@ static enum svc_event run_hook(struct svc *s, enum svc_hook h) {
 /* ---- stopping --------------------------------------------------------------------------------- */
 
 static void stopped(struct svc *s, int step, const struct tend_ladder *l) {
+        char cause[SVC_CAUSE_MAX];
         if (step >= 0 && (size_t)step < l->n && l->step[step].signo)
-                snprintf(s->cause, sizeof s->cause, "ended after SIG%s",
+                snprintf(cause, sizeof cause, "ended after SIG%s",
                          tend_signal_name(l->step[step].signo));
         else
-                snprintf(s->cause, sizeof s->cause, "ended");
-        svc_post(s, SVC_EV_GROUP_EMPTY, s->cause);
+                snprintf(cause, sizeof cause, "ended");
+        svc_post(s, SVC_EV_GROUP_EMPTY, cause);
         sv_settle(s->sv);
 }
 
 static struct tend_ladder stop_ladder(const struct svc *s) {
-        struct tend_ladder l = s->cfg->ladder;
+        struct tend_ladder l = *s->cfg->ladder;
         if (s->stop_proc && l.n < TEND_LADDER_MAX) {
                 /* The stop command takes the place of the first signal; its wait stays. */
                 l.step[0].signo = 0;
@@ -444,7 +447,7 @@ static void on_stop_command_exit(tend_proc *p, int err, const struct tend_exit *
         }
 }
 
-static enum svc_event do_stop(struct svc *s) {
+static enum svc_event do_stop(struct svc *s, char *cause) {
         ready_cancel(s);
         if (s->hook) {
                 svc_bury(s, s->hook);
@@ -471,7 +474,7 @@ static enum svc_event do_stop(struct svc *s) {
         if (main_alive || !tend_group_empty(s->group))
                 e = tend_group_stop(s->group, &l, on_group_stopped, s);
         else {
-                snprintf(s->cause, sizeof s->cause, "no process left");
+                snprintf(cause, SVC_CAUSE_MAX, "no process left");
                 return SVC_EV_GROUP_EMPTY;
         }
         if (e < 0) {
@@ -481,7 +484,7 @@ static enum svc_event do_stop(struct svc *s) {
                 (void)tend_group_kill(s->group);
                 if (main_alive)
                         (void)tend_proc_signal(s->main, SIGKILL);
-                snprintf(s->cause, sizeof s->cause, "killed");
+                snprintf(cause, SVC_CAUSE_MAX, "killed");
                 return SVC_EV_GROUP_EMPTY;
         }
         return SVC_EV_COUNT;
@@ -521,8 +524,9 @@ static void on_timer(tend_timer *t, void *userdata) {
         sv_settle(s->sv);
 }
 
-/* Carry out the actions; returns a follow-up event (cause in s->cause) or SVC_EV_COUNT. */
-static enum svc_event execute(struct svc *s, unsigned actions) {
+/* Carry out the actions; returns a follow-up event (its text in cause, SVC_CAUSE_MAX bytes)
+ * or SVC_EV_COUNT. */
+static enum svc_event execute(struct svc *s, unsigned actions, char *cause) {
         enum svc_event follow = SVC_EV_COUNT, ev;
         if (actions & SVC_DO_KILL_HOOK) {
                 if (s->hook) {
@@ -535,21 +539,21 @@ static enum svc_event execute(struct svc *s, unsigned actions) {
                 svc_bury(s, s->main);
                 svc_bury(s, s->start_proc);
                 s->main = s->start_proc = NULL;
-                if ((ev = run_hook(s, SVC_HOOK_PRE_START)) != SVC_EV_COUNT && follow == SVC_EV_COUNT)
+                if ((ev = run_hook(s, SVC_HOOK_PRE_START, cause)) != SVC_EV_COUNT && follow == SVC_EV_COUNT)
                         follow = ev;
         }
-        if ((actions & SVC_DO_SPAWN) && (ev = do_spawn(s)) != SVC_EV_COUNT &&
+        if ((actions & SVC_DO_SPAWN) && (ev = do_spawn(s, cause)) != SVC_EV_COUNT &&
             follow == SVC_EV_COUNT)
                 follow = ev;
-        if ((actions & SVC_DO_POST_START) && (ev = run_hook(s, SVC_HOOK_POST_START)) !=
+        if ((actions & SVC_DO_POST_START) && (ev = run_hook(s, SVC_HOOK_POST_START, cause)) !=
                                                      SVC_EV_COUNT && follow == SVC_EV_COUNT)
                 follow = ev;
-        if ((actions & SVC_DO_PRE_STOP) && (ev = run_hook(s, SVC_HOOK_PRE_STOP)) !=
+        if ((actions & SVC_DO_PRE_STOP) && (ev = run_hook(s, SVC_HOOK_PRE_STOP, cause)) !=
                                                    SVC_EV_COUNT && follow == SVC_EV_COUNT)
                 follow = ev;
-        if ((actions & SVC_DO_STOP) && (ev = do_stop(s)) != SVC_EV_COUNT && follow == SVC_EV_COUNT)
+        if ((actions & SVC_DO_STOP) && (ev = do_stop(s, cause)) != SVC_EV_COUNT && follow == SVC_EV_COUNT)
                 follow = ev;
-        if ((actions & SVC_DO_POST_STOP) && (ev = run_hook(s, SVC_HOOK_POST_STOP)) !=
+        if ((actions & SVC_DO_POST_STOP) && (ev = run_hook(s, SVC_HOOK_POST_STOP, cause)) !=
                                                     SVC_EV_COUNT && follow == SVC_EV_COUNT)
                 follow = ev;
         if (actions & SVC_DO_CLEANUP)
@@ -569,11 +573,11 @@ void svc_post_full(struct svc *s, const struct svc_input *first) {
                 svc_machine_step(&s->m, &in, &st);
                 log_transition(s, &st);
                 arm_timer(s);
-                enum svc_event follow = execute(s, st.actions);
+                /* The step has taken what it needs of in.cause: the buffer is free. */
+                enum svc_event follow = execute(s, st.actions, cause);
                 arm_timer(s);
                 if (follow == SVC_EV_COUNT)
                         break;
-                snprintf(cause, sizeof cause, "%s", s->cause);
                 in = (struct svc_input){ .event = follow, .cause = cause };
         }
         s->sv->dirty = true;
@@ -636,6 +640,7 @@ void svc_free(struct svc *s) {
         logger_free(s->log);
         tend_group_free(s->group);
         free(s->status_text);
+        free(s->ready_cause);
         config_service_free(s->cfg);
         config_service_free(s->next_cfg);
         free(s);

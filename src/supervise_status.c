@@ -48,12 +48,12 @@ json_t *svc_status_json(const struct svc *s) {
                 if (s->last_exit_lost) {
                         json_object_set_new(e, "lost", json_true());
                 } else {
-                        json_object_set_new(e, "code", s->last_exit.signo
+                        json_object_set_new(e, "code", s->last_signo
                                                                ? json_null()
-                                                               : json_integer(s->last_exit.code));
+                                                               : json_integer(s->last_code));
                         json_object_set_new(e, "signal",
-                                            s->last_exit.signo
-                                                    ? json_string(tend_signal_name(s->last_exit.signo))
+                                            s->last_signo
+                                                    ? json_string(tend_signal_name(s->last_signo))
                                                     : json_null());
                 }
                 json_object_set_new(e, "at_unix", json_real(seconds(s->last_exit_wall)));
