@@ -531,7 +531,10 @@ static char *default_runtime_dir(void) {
         return dir;
 }
 
-/* Many services, several fds each: take the hard limit of open files. */
+/* Many services, several fds each (two pipes, their read ends, a pidfd, the cgroup's
+ * directory and events files, a log file, a notify socket): take the hard limit of open
+ * files. What the services get is their own business: spawn hands them exactly fds 0-2 and
+ * the ones asked for. */
 static void raise_nofile(void) {
         struct rlimit rl;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -671,6 +674,19 @@ int cmd_supervise(int argc, char **argv) {
         for (size_t i = 0; i < cfg->n_services; i++) {
                 struct svc *s;
                 e = svc_new(sv, cfg->services[i], &s);
+                if (e == -EMFILE || e == -ENFILE) {
+                        struct rlimit rl;
+                        if (e == -EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+                                msg_error("out of file descriptors after %zu of %zu services: "
+                                          "the limit is %llu (each service holds up to 8 and "
+                                          "its processes' pidfds); raise the hard limit of "
+                                          "open files (ulimit -Hn, LimitNOFILE=)",
+                                          i, cfg->n_services, (unsigned long long)rl.rlim_cur);
+                        else
+                                msg_error("out of file descriptors after %zu of %zu services: "
+                                          "the system's limit (fs.file-max) is reached",
+                                          i, cfg->n_services);
+                }
                 if (e < 0)
                         goto out;
                 cfg->services[i] = NULL;

@@ -93,12 +93,14 @@ struct control {
         int fd;
         tend_watch *watch;
         tend_timer *kick;
+        int reserve_fd;              /* /dev/null, given up to answer a peer at EMFILE */
         struct conn *conns;
         size_t n_conns;
         bool has_group;
         gid_t group;
         size_t n_waiting, n_following;
         uint64_t idle_usec;          /* 0: no idle bound */
+        bool paused;                 /* not accepting (no fd to accept with) */
 };
 
 /* ---- paths ----------------------------------------------------------------------------------- */
@@ -329,6 +331,11 @@ static void conn_drop(struct conn *c) {
         c->wait_timer = tend_timer_free(c->wait_timer);
         c->idle_timer = tend_timer_free(c->idle_timer);
         tend_timer_start(c->ctl->kick, 0);
+        if (c->ctl->paused && c->ctl->watch) {
+                /* An fd is free again: take connections again. */
+                c->ctl->paused = false;
+                (void)tend_watch_set_events(c->ctl->watch, EPOLLIN);
+        }
 }
 
 /* Start counting the idle bound from now, unless the connection is exempt: in a wait or a
@@ -475,8 +482,35 @@ static void on_accept(tend_watch *w, int fd, uint32_t revents, void *userdata) {
         struct control *ctl = userdata;
         for (int i = 0; i < 16; i++) {
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (cfd < 0)
-                        return; /* EAGAIN; or EMFILE & co: the peer sees its connection fail */
+                if (cfd < 0 && (errno == EMFILE || errno == ENFILE) && ctl->reserve_fd >= 0) {
+                        /* Out of fds, the peer would stay in the backlog and the socket
+                         * readable: the loop would spin. Give up the reserve fd to take the
+                         * peer, tell it why, and close it. */
+                        ctl->reserve_fd = io_close(ctl->reserve_fd);
+                        cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                        if (cfd >= 0) {
+                                static const char nofd[] =
+                                        "{\"ok\":false,\"error\":\"the supervisor is out of file descriptors\"}\n";
+                                (void)send(cfd, nofd, sizeof nofd - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                                io_close(cfd);
+                        }
+                        ctl->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                        if (cfd >= 0)
+                                continue;
+                }
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                                /* Nothing to take the peer with (no reserve left): stop
+                                 * listening rather than spin; a connection that ends
+                                 * frees an fd and listening resumes. */
+                                sv_say(ctl->sv, "control: cannot accept a connection: %s; "
+                                                "not listening until a connection ends",
+                                       strerror(errno));
+                                (void)tend_watch_set_events(ctl->watch, 0);
+                                ctl->paused = true;
+                        }
+                        return;
+                }
                 struct ucred cred;
                 socklen_t cl = sizeof cred;
                 if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
@@ -1181,6 +1215,7 @@ int control_open(struct sv *sv, const char *path, const char *group, char *err,
         ctl->sv = sv;
         ctl->fd = -1;
         ctl->idle_usec = sv->control_idle_usec;
+        ctl->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         int e = 0;
         if (group) {
                 struct group *gr = getgrnam(group);
@@ -1261,6 +1296,7 @@ fail_unlink:
 fail:
         ctl->watch = tend_watch_free(ctl->watch);
         io_close(ctl->fd);
+        io_close(ctl->reserve_fd);
         free(ctl->path);
         free(ctl);
         return e;
@@ -1283,6 +1319,7 @@ void control_free(struct sv *sv) {
         tend_timer_free(ctl->kick);
         tend_watch_free(ctl->watch);
         io_close(ctl->fd);
+        io_close(ctl->reserve_fd);
         /* Only our own socket: a successor may have taken the path. */
         struct stat st;
         if (lstat(ctl->path, &st) == 0 && st.st_dev == ctl->dev && st.st_ino == ctl->ino)
@@ -1313,7 +1350,7 @@ size_t control_feed(struct sv *sv, const char *data, size_t len, size_t chunk, b
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) < 0)
                 return 0;
-        struct control ctl = { .sv = sv, .fd = -1 };
+        struct control ctl = { .sv = sv, .fd = -1, .reserve_fd = -1 };
         struct conn *c = calloc(1, sizeof *c);
         char *in = malloc(CTL_LINE_MAX);
         size_t replies = 0;

@@ -816,3 +816,36 @@ log = none
         c.send(b'{"verb":"status"}\n')
         assert len(c.reply()["services"]) == n
     assert sup.stop(timeout=60) == 0
+
+
+def test_control_at_the_fd_limit(supervise, helper, tend):
+    # The supervisor runs out of file descriptors with control connections: the one it cannot
+    # take is told so (a reserve fd lets it answer rather than spin on a readable socket),
+    # and once some close, requests work again.
+    from test_supervise import _nofile
+    sup = supervise(two_services(helper), preexec_fn=_nofile(60))
+    sup.control = sup.runtime / "control"
+    sup.wait_state("a", "running")
+    sup.wait_state("b", "running")
+    conns = []
+    try:
+        for _ in range(64):
+            c = Raw(sup.control)
+            conns.append(c)
+            c.send(b'{"verb":"status","names":["a"]}\n')
+            r = c.reply()
+            if r["ok"] is False:
+                assert r == {"ok": False, "error": "the supervisor is out of file descriptors"}
+                assert c.reply() is None
+                break
+            assert r["ok"] is True
+        else:
+            pytest.fail("never ran out of file descriptors")
+        assert len(conns) > 5
+        for c in conns[:5]:
+            c.close()
+        assert status(tend, sup, "a")["a"]["state"] == "running"
+    finally:
+        for c in conns:
+            c.close()
+    assert sup.stop() == 0

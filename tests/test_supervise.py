@@ -10,6 +10,7 @@ everything it started gone; whatever a failing test leaves is killed (its cgroup
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -27,12 +28,13 @@ TRANSITION = re.compile(r"^tend: svc '([^']+)': (\w+) -> (\w+) \((.*)\)$")
 
 
 class Supervisor:
-    def __init__(self, tend, config, tmp, args=(), env=None):
+    def __init__(self, tend, config, tmp, args=(), env=None, preexec_fn=None):
         self.tmp = Path(tmp)
         self.runtime = self.tmp / "rt"
         argv = [str(tend), "supervise", "--runtime-dir", str(self.runtime), *args, str(config)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, env=env or child_env())
+                                     stdin=subprocess.DEVNULL, env=env or child_env(),
+                                     preexec_fn=preexec_fn)
         self.err, self.out = [], []      # complete lines so far
         self._partial = {1: b"", 2: b""}
         self.cursor = 0                  # stderr lines consumed by wait_line
@@ -179,10 +181,10 @@ class Supervisor:
 def supervise(tend, tmp):
     started = []
 
-    def start(config_text, args=(), env=None, name="services.conf"):
+    def start(config_text, args=(), env=None, name="services.conf", preexec_fn=None):
         path = Path(tmp) / name
         path.write_text(config_text)
-        sup = Supervisor(tend, path, tmp, args, env)
+        sup = Supervisor(tend, path, tmp, args, env, preexec_fn)
         started.append(sup)
         sup.config = path
         return sup
@@ -1084,3 +1086,22 @@ restart = never
     assert sup.wait_state("wd", "stopping") == "watchdog: no ping for 300ms"
     sup.wait_state("wd", "failed")
     assert sup.stop() == 0
+
+
+def _nofile(limit):
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return set_limit
+
+
+def test_out_of_file_descriptors_at_start_up(tend, tmp):
+    # 40 services with a limit of 100 open files: tend says so clearly and exits 125, with
+    # nothing left behind (no crash, no process).
+    conf = Path(tmp) / "many.conf"
+    conf.write_text("".join(f"[service s{i:02d}]\ncommand = sleep infinity\n" for i in range(40)))
+    r = subprocess.run([str(tend), "supervise", "--runtime-dir", str(Path(tmp) / "rt"),
+                        str(conf)], capture_output=True, text=True, env=child_env(),
+                       timeout=TIMEOUT, preexec_fn=_nofile(100), stdin=subprocess.DEVNULL)
+    assert r.returncode == 125, r.stderr
+    assert re.search(r"^tend: out of file descriptors after \d+ of 40 services: the limit is "
+                     r"100 .*raise the hard limit of open files", r.stderr, re.M), r.stderr
