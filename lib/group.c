@@ -79,7 +79,8 @@ struct tend_group {
 
         /* PGROUP */
         pid_t pgid;        /* 0 until the first spawn */
-        bool hook_added;
+        struct pg_loop *pgl;  /* the groups of its loop: one /proc walk per SIGCHLD */
+        bool has_member;      /* pg_scan's answer */
         char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
 };
 
@@ -575,11 +576,65 @@ struct pent {
         pid_t pid;
         struct pstat s;
         signed char mark; /* in the group through ancestry: -1 unknown, 0 no, 1 yes */
+        tend_group *owner; /* pg_scan: the group of its topmost ancestor below us, if any */
 };
 
 static int pent_cmp(const void *a, const void *b) {
         const struct pent *x = a, *y = b;
         return x->pid < y->pid ? -1 : x->pid > y->pid;
+}
+
+static unsigned long proc_walks; /* walks of all of /proc (for the tests); atomic */
+
+/* Every process of /proc but this one, sorted by pid, into *ret (malloc'd; NULL when there
+ * is none). Returns the count or -errno. */
+static ssize_t proc_walk(int procfd, pid_t self, struct pent **ret) {
+        __atomic_add_fetch(&proc_walks, 1, __ATOMIC_RELAXED);
+        *ret = NULL;
+        int dfd = openat(procfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!d) {
+                int r = -errno;
+                io_close(dfd);
+                return r;
+        }
+        struct pent *a = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                char *end;
+                long pid = strtol(de->d_name, &end, 10);
+                if (*end || pid <= 0 || pid > INT_MAX || pid == self)
+                        continue;
+                struct pstat s;
+                if (pstat_read(procfd, (pid_t)pid, &s) < 0)
+                        continue; /* exited since readdir */
+                if (n == cap) {
+                        if (cap >= GROUP_MEMBERS_MAX) {
+                                r = -E2BIG;
+                                break;
+                        }
+                        size_t ncap = cap ? cap * 2 : 256;
+                        struct pent *na = realloc(a, ncap * sizeof *na);
+                        if (!na) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        a = na;
+                        cap = ncap;
+                }
+                a[n++] = (struct pent){ .pid = (pid_t)pid, .s = s, .mark = -1 };
+        }
+        closedir(d);
+        if (r < 0) {
+                free(a);
+                return r;
+        }
+        if (n) /* a is NULL when /proc held nobody else (PID 1 alone in its namespace) */
+                qsort(a, n, sizeof *a, pent_cmp);
+        *ret = a;
+        return (ssize_t)n;
 }
 
 /* A direct child of this process: does the subtree below it belong to g? */
@@ -637,46 +692,14 @@ static int pgroup_snapshot(tend_group *g, struct mvec *out) {
                 return procfd;
         int r = 0;
         struct pent *a = NULL;
-        size_t n = 0, cap = 0, *chain = NULL;
-        int dfd = openat(procfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-        if (!d) {
-                r = -errno;
-                io_close(dfd);
-                io_close(procfd);
-                return r;
-        }
+        size_t n = 0, *chain = NULL;
         pid_t self = getpid();
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                char *end;
-                long pid = strtol(de->d_name, &end, 10);
-                if (*end || pid <= 0 || pid > INT_MAX || pid == self)
-                        continue;
-                struct pstat s;
-                if (pstat_read(procfd, (pid_t)pid, &s) < 0)
-                        continue; /* exited since readdir */
-                if (n == cap) {
-                        if (cap >= GROUP_MEMBERS_MAX) {
-                                r = -E2BIG;
-                                break;
-                        }
-                        size_t ncap = cap ? cap * 2 : 256;
-                        struct pent *na = realloc(a, ncap * sizeof *na);
-                        if (!na) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        a = na;
-                        cap = ncap;
-                }
-                a[n++] = (struct pent){ .pid = (pid_t)pid, .s = s, .mark = -1 };
-        }
-        closedir(d);
-        if (r < 0)
+        ssize_t got = proc_walk(procfd, self, &a);
+        if (got < 0) {
+                r = (int)got;
                 goto out;
-        if (n) /* a is NULL when /proc held nobody else (PID 1 alone in its namespace) */
-                qsort(a, n, sizeof *a, pent_cmp);
+        }
+        n = (size_t)got;
         chain = malloc((n ? n : 1) * sizeof *chain);
         if (!chain) {
                 r = -ENOMEM;
@@ -857,6 +880,23 @@ static int events_fd_read(int fd) {
 
 static void group_release(tend_group *g);
 
+/* The end of a dispatch that holds g (g->dispatching was raised): release a group freed
+ * meanwhile, or compact the listeners removed meanwhile. The caller must not touch g
+ * afterwards. */
+static void group_unhold(tend_group *g) {
+        if (--g->dispatching > 0)
+                return;
+        if (g->dead) {
+                group_release(g);
+                return;
+        }
+        size_t w = 0;
+        for (size_t i = 0; i < g->n_listeners; i++)
+                if (g->listeners[i].fn)
+                        g->listeners[w++] = g->listeners[i];
+        g->n_listeners = w;
+}
+
 /* populated -> empty: the listeners (stop ladders), then the public callback. Any of them may
  * free the group; the memory stays until they have all returned. Listeners added meanwhile
  * wait for the next transition. The caller must not touch g afterwards. */
@@ -870,17 +910,7 @@ static void group_fire_empty(tend_group *g) {
         }
         if (!g->dead && g->empty_cb)
                 g->empty_cb(g, g->empty_userdata);
-        if (--g->dispatching > 0)
-                return;
-        if (g->dead) {
-                group_release(g);
-                return;
-        }
-        size_t w = 0;
-        for (size_t i = 0; i < g->n_listeners; i++)
-                if (g->listeners[i].fn)
-                        g->listeners[w++] = g->listeners[i];
-        g->n_listeners = w;
+        group_unhold(g);
 }
 
 /* While the group is empty its watch does not count as something that can wake the loop, so
@@ -913,21 +943,258 @@ static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *user
         group_fire_empty(g); /* last: it may free g */
 }
 
-static void pgroup_sigchld_hook(void *userdata) {
-        tend_group *g = userdata;
+/* The empty event of process-group groups. Their membership is read from /proc, and a
+ * SIGCHLD may have emptied any of them: with one walk of /proc per group, a supervisor of N
+ * services would read N x (processes) files per SIGCHLD. So the groups of a loop share one
+ * SIGCHLD hook (a pg_loop), which walks /proc once, finds for every process the group of
+ * its topmost ancestor below us (the rule of pgroup_snapshot) and its process group, and so
+ * learns in one pass which of the populated groups still have a member. */
+struct pg_loop {
+        tend_loop *loop;
+        struct pg_loop *next;
+        tend_group **groups;  /* its PGROUP groups */
+        size_t n, cap;
+        int dispatching;      /* the hook runs: freeing waits for it (dead) */
+        bool dead;
+};
+
+static pthread_mutex_t pg_loops_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pg_loop *pg_loops; /* under pg_loops_lock; each one used by its loop's thread */
+
+static int ptr_cmp(const void *a, const void *b) {
+        uintptr_t x = (uintptr_t)*(tend_group *const *)a, y = (uintptr_t)*(tend_group *const *)b;
+        return x < y ? -1 : x > y;
+}
+
+static int pgid_cmp(const void *a, const void *b) {
+        pid_t x = (*(tend_group *const *)a)->pgid, y = (*(tend_group *const *)b)->pgid;
+        return x < y ? -1 : x > y;
+}
+
+/* The group a direct child of ours (pid) and its descendants belong to, as
+ * pgroup_root_is_ours() decides it, or NULL. */
+static tend_group *pg_root_owner(struct pg_loop *pl, int procfd, pid_t pid) {
+        tend_proc *p = loop_proc_find(pl->loop, pid);
+        if (p)
+                return tend_proc_group(p);
+        if (pl->n != 1)
+                return NULL;
+        return pgroup_root_is_ours(pl->groups[0], procfd, pid) ? pl->groups[0] : NULL;
+}
+
+/* Set has_member on each of the n groups of v (sorted by address) that has a live member.
+ * Returns 0 or -errno. */
+static int pg_scan(struct pg_loop *pl, tend_group **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                v[i]->has_member = false;
+        /* Without any child, only a live process group can hold members (see
+         * pgroup_surely_empty): no walk when none does. */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        bool children = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 ||
+                        errno != ECHILD;
+        bool walk = children;
+        for (size_t i = 0; i < n && !walk; i++)
+                walk = v[i]->pgid > 0 && !(kill(-v[i]->pgid, 0) < 0 && errno == ESRCH);
+        if (!walk)
+                return 0;
+        int procfd = open_proc();
+        if (procfd < 0)
+                return procfd;
+        pid_t self = getpid();
+        struct pent *a = NULL;
+        tend_group **by_pgid = NULL;
+        size_t *chain = NULL;
+        ssize_t got = proc_walk(procfd, self, &a);
+        int r = got < 0 ? (int)got : 0;
+        size_t na = got > 0 ? (size_t)got : 0;
+        if (r == 0) {
+                by_pgid = malloc(n * sizeof *by_pgid);
+                chain = malloc((na ? na : 1) * sizeof *chain);
+                if (!by_pgid || !chain)
+                        r = -ENOMEM;
+        }
+        if (r < 0)
+                goto out;
+        memcpy(by_pgid, v, n * sizeof *v);
+        qsort(by_pgid, n, sizeof *by_pgid, pgid_cmp);
+        for (size_t i = 0; i < na; i++) {
+                /* Up the parents to one already classified, a child of ours, or one outside
+                 * the snapshot; the owner found holds for the whole chain (bounded by na: a
+                 * snapshot taken while pids change could hold a loop). */
+                size_t len = 0, cur = i;
+                tend_group *owner = NULL;
+                for (;;) {
+                        struct pent *e = &a[cur];
+                        if (e->mark >= 0) {
+                                owner = e->owner;
+                                break;
+                        }
+                        if (len == na)
+                                break;
+                        chain[len++] = cur;
+                        if (e->s.ppid == self) {
+                                owner = pg_root_owner(pl, procfd, e->pid);
+                                break;
+                        }
+                        struct pent key = { .pid = e->s.ppid };
+                        struct pent *parent =
+                                e->s.ppid > 0 ? bsearch(&key, a, na, sizeof *a, pent_cmp) : NULL;
+                        if (!parent)
+                                break;
+                        cur = (size_t)(parent - a);
+                }
+                for (size_t k = 0; k < len; k++) {
+                        a[chain[k]].mark = 1;
+                        a[chain[k]].owner = owner;
+                }
+                const struct pent *e = &a[i];
+                if (pstat_dead(&e->s))
+                        continue;
+                tend_group **hit = owner ? bsearch(&owner, v, n, sizeof *v, ptr_cmp) : NULL;
+                if (hit)
+                        (*hit)->has_member = true;
+                tend_group key_g = { .pgid = e->s.pgid }, *kp = &key_g;
+                hit = e->s.pgid > 0 ? bsearch(&kp, by_pgid, n, sizeof *by_pgid, pgid_cmp) : NULL;
+                if (hit) {
+                        /* Several groups may have had this pgid over time; every one that
+                         * still says so is told. */
+                        tend_group **lo = hit, **hi = hit;
+                        while (lo > by_pgid && lo[-1]->pgid == e->s.pgid)
+                                lo--;
+                        while (hi + 1 < by_pgid + n && hi[1]->pgid == e->s.pgid)
+                                hi++;
+                        for (; lo <= hi; lo++)
+                                (*lo)->has_member = true;
+                }
+        }
+out:
+        free(chain);
+        free(by_pgid);
+        free(a);
+        io_close(procfd);
+        return r;
+}
+
+static void pg_loop_hook(void *userdata) {
+        struct pg_loop *pl = userdata;
         /* A group that never had a process, or was seen empty, can only become populated
-         * by a spawn into it, which sets populated. Skipping it spares a /proc walk. */
-        if (!g->populated)
+         * by a spawn into it, which sets populated: only populated ones are looked at. */
+        size_t n = 0;
+        for (size_t i = 0; i < pl->n; i++)
+                n += pl->groups[i]->populated;
+        if (n == 0)
                 return;
-        struct mvec m = { 0 };
-        if (group_snapshot(g, &m) < 0)
+        tend_group **v = malloc(n * sizeof *v);
+        if (!v)
                 return; /* try again at the next SIGCHLD */
-        size_t n = m.n;
-        mvec_free(&m);
-        if (n > 0)
+        n = 0;
+        for (size_t i = 0; i < pl->n; i++)
+                if (pl->groups[i]->populated)
+                        v[n++] = pl->groups[i];
+        qsort(v, n, sizeof *v, ptr_cmp);
+        /* The callbacks may free groups, this one's or others', and with the last of them
+         * the pg_loop: hold them all until the end. */
+        pl->dispatching++;
+        for (size_t i = 0; i < n; i++)
+                v[i]->dispatching++;
+        if (pg_scan(pl, v, n) == 0) {
+                for (size_t i = 0; i < n; i++) {
+                        tend_group *g = v[i];
+                        if (g->dead || !g->populated || g->has_member)
+                                continue;
+                        g->populated = false;
+                        group_fire_empty(g);
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                group_unhold(v[i]);
+        free(v);
+        if (--pl->dispatching == 0 && pl->dead)
+                free(pl);
+}
+
+/* Join g to its loop's pg_loop (made, with its hook, for the first group). */
+static int pg_loop_add(tend_group *g) {
+        pthread_mutex_lock(&pg_loops_lock);
+        struct pg_loop *pl = pg_loops;
+        while (pl && pl->loop != g->loop)
+                pl = pl->next;
+        int r = 0;
+        if (!pl) {
+                pl = calloc(1, sizeof *pl);
+                if (!pl) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                pl->loop = g->loop;
+                r = loop_add_sigchld_hook(g->loop, pg_loop_hook, pl);
+                if (r < 0) {
+                        free(pl);
+                        goto out;
+                }
+                pl->next = pg_loops;
+                pg_loops = pl;
+        }
+        if (pl->n == pl->cap) {
+                size_t cap = pl->cap ? pl->cap * 2 : 8;
+                tend_group **nv = realloc(pl->groups, cap * sizeof *nv);
+                if (!nv) {
+                        r = -ENOMEM;
+                        goto out_empty;
+                }
+                pl->groups = nv;
+                pl->cap = cap;
+        }
+        pl->groups[pl->n++] = g;
+        g->pgl = pl;
+        goto out;
+out_empty:
+        if (pl->n == 0) {
+                /* Made for g alone: undo. */
+                struct pg_loop **pp = &pg_loops;
+                while (*pp != pl)
+                        pp = &(*pp)->next;
+                *pp = pl->next;
+                loop_remove_sigchld_hook(g->loop, pg_loop_hook, pl);
+                free(pl->groups);
+                free(pl);
+        }
+out:
+        pthread_mutex_unlock(&pg_loops_lock);
+        return r;
+}
+
+static void pg_loop_remove(tend_group *g) {
+        struct pg_loop *pl = g->pgl;
+        if (!pl)
                 return;
-        g->populated = false;
-        group_fire_empty(g); /* last: it may free g */
+        g->pgl = NULL;
+        pthread_mutex_lock(&pg_loops_lock);
+        for (size_t i = 0; i < pl->n; i++)
+                if (pl->groups[i] == g) {
+                        pl->groups[i] = pl->groups[--pl->n];
+                        break;
+                }
+        if (pl->n == 0) {
+                struct pg_loop **pp = &pg_loops;
+                while (*pp != pl)
+                        pp = &(*pp)->next;
+                *pp = pl->next;
+                loop_remove_sigchld_hook(pl->loop, pg_loop_hook, pl);
+                free(pl->groups);
+                pl->groups = NULL;
+                pl->cap = 0;
+                if (pl->dispatching)
+                        pl->dead = true; /* the hook frees it when it returns */
+                else
+                        free(pl);
+        }
+        pthread_mutex_unlock(&pg_loops_lock);
+}
+
+unsigned long group_proc_walks(void) {
+        return __atomic_load_n(&proc_walks, __ATOMIC_RELAXED);
 }
 
 /* ---- creation and removal ------------------------------------------------------------- */
@@ -1036,10 +1303,9 @@ static int pgroup_setup(tend_group *g) {
                         return -errno;
                 __atomic_store_n(&subreaper_done, 1, __ATOMIC_RELEASE);
         }
-        int r = loop_add_sigchld_hook(g->loop, pgroup_sigchld_hook, g);
+        int r = pg_loop_add(g);
         if (r < 0)
                 return r;
-        g->hook_added = true;
         /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
         char *own = NULL;
         if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own) == 0)
@@ -1178,8 +1444,7 @@ TEND_PUBLIC tend_group *tend_group_free(tend_group *g) {
                 cgroup_teardown(g);
                 __atomic_sub_fetch(&n_cgroup_groups, 1, __ATOMIC_RELAXED);
         } else {
-                if (g->hook_added)
-                        loop_remove_sigchld_hook(g->loop, pgroup_sigchld_hook, g);
+                pg_loop_remove(g);
                 __atomic_sub_fetch(&n_pgroup_groups, 1, __ATOMIC_RELAXED);
         }
         if (g->dispatching == 0)

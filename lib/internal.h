@@ -79,6 +79,9 @@ void group_remove_empty_listener(tend_group *g, void *userdata);
 struct proc_ladder;
 struct proc_ladder **group_ladder_slot(tend_group *g);
 
+/* How many times all of /proc has been read (process-group membership), for the tests. */
+unsigned long group_proc_walks(void);
+
 /* ---- ladder.c ----------------------------------------------------------------------- */
 void ladder_group_free(tend_group *g);
 

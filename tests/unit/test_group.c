@@ -696,6 +696,79 @@ static void test_default_kind(void **state) {
         run_until(f, &f->empty_calls);
 }
 
+/* Many process-group groups in one loop: a SIGCHLD costs one walk of /proc for all of them,
+ * not one per populated group, and each group still learns exactly when it empties. */
+unsigned long group_proc_walks(void); /* lib/internal.h */
+
+static void on_empty_count(tend_group *g, void *userdata) {
+        (*(int *)userdata)++;
+}
+
+static void run_until_walk(struct fx *f, unsigned long after) {
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (group_proc_walks() == after) {
+                if (tend_now_usec() > end)
+                        fail_msg("timed out waiting for a walk of /proc");
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+}
+
+static void test_pgroup_many_share_one_walk(void **state) {
+        struct fx *f = *state;
+        enum { N = MAX_PROCS };
+        tend_group *g[N];
+        int empty[N] = { 0 };
+        tend_proc *p[N];
+        for (int i = 0; i < N; i++) {
+                assert_int_equal(tend_group_new(f->loop, "many", TEND_GROUP_NO_CGROUP, &g[i]), 0);
+                tend_group_on_empty(g[i], on_empty_count, &empty[i]);
+                f->g = g[i];
+                /* The last one: a chain of two descendants in its process group. */
+                spawn_helper(f, i == N - 1 ? "fork-tree" : "sleep-forever",
+                             i == N - 1 ? "2" : NULL, &p[i]);
+        }
+        f->g = NULL;
+
+        unsigned long before = group_proc_walks();
+        assert_int_equal(tend_proc_signal(p[3], SIGKILL), 0);
+        run_until(f, &empty[3]);
+        unsigned long walks = group_proc_walks() - before;
+        assert_true(walks >= 1);
+        assert_true(walks <= 2); /* one per SIGCHLD; per group it would be N - 1 or more */
+        for (int i = 0; i < N; i++)
+                assert_int_equal(empty[i], i == 3);
+
+        /* Two at once. */
+        assert_int_equal(tend_proc_signal(p[0], SIGKILL), 0);
+        assert_int_equal(tend_proc_signal(p[5], SIGKILL), 0);
+        run_until(f, &empty[0]);
+        run_until(f, &empty[5]);
+        for (int i = 0; i < N; i++)
+                assert_int_equal(empty[i], i == 0 || i == 3 || i == 5);
+
+        /* The chain's top process ends; its descendants keep the group populated. */
+        before = group_proc_walks();
+        assert_int_equal(tend_proc_signal(p[N - 1], SIGKILL), 0);
+        wait_proc(f, p[N - 1]);
+        run_until_walk(f, before);
+        assert_int_equal(empty[N - 1], 0);
+        assert_true(tend_group_members(g[N - 1], NULL, 0) >= 1);
+        assert_int_equal(tend_group_kill(g[N - 1]), 0);
+        run_until(f, &empty[N - 1]);
+
+        for (int i = 0; i < N; i++) {
+                (void)tend_proc_signal(p[i], SIGKILL);
+                wait_proc(f, p[i]);
+        }
+        for (int i = 0; i < N; i++)
+                if (!empty[i])
+                        run_until(f, &empty[i]);
+        for (int i = 0; i < N; i++) {
+                assert_int_equal(empty[i], 1);
+                tend_group_free(g[i]);
+        }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 static const struct CMUnitTest tests[] = {
         T(test_cgroup_created_and_removed),
@@ -715,6 +788,7 @@ static const struct CMUnitTest tests[] = {
         T(test_pgroup_stop_ladder),
         T(test_flags_conflict),
         T(test_pgroup_odd_comm),
+        T(test_pgroup_many_share_one_walk),
         T(test_default_kind),
 };
 
