@@ -74,6 +74,7 @@ struct tend_group {
         char *rel;         /* the same as /proc/PID/cgroup writes it, e.g. /tend-x-12-1 */
         char *parent_path; /* the directory of the cgroup it was created in */
         int dir_fd;        /* O_RDONLY directory fd, for CLONE_INTO_CGROUP */
+        bool cg_killed;    /* cgroup.kill was written: spawn by migration (group_spawn_migrates) */
         int events_fd;     /* cgroup.events, watched for POLLPRI */
         tend_watch *watch;
 
@@ -1517,6 +1518,8 @@ TEND_PUBLIC int tend_group_kill(tend_group *g) {
                  * without a live main thread (cg_kill_leaderless). Those are killed by pidfd,
                  * then cgroup.kill once more catches whatever they forked meanwhile. */
                 int r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                if (r == 0)
+                        g->cg_killed = true;
                 /* Once SIGKILLed they cannot fork any more, so one more cgroup.kill after the
                  * sweep leaves nothing behind. */
                 if (r == 0 && cg_kill_leaderless(g) > 0)
@@ -1558,6 +1561,15 @@ TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void
 
 int group_cgroup_fd(const tend_group *g) {
         return g && g->kind == TEND_GROUP_CGROUP ? g->dir_fd : -1;
+}
+
+/* Seen on 6.18: once cgroup.kill has been written to a cgroup, every later clone3() with
+ * CLONE_INTO_CGROUP into it dies of SIGKILL at once (the kernel compares the kill sequence
+ * of the cgroup being forked from with that of the target), while a child that moves itself
+ * in through cgroup.procs lives. A group that is used again after a kill (a supervised
+ * service's next run, its post-stop hook) is therefore joined that way from then on. */
+bool group_spawn_migrates(const tend_group *g) {
+        return g && g->kind == TEND_GROUP_CGROUP && g->cg_killed;
 }
 
 pid_t group_pgid(const tend_group *g) {

@@ -60,6 +60,9 @@ void proc_handle_exit(tend_proc *p);
 
 /* The cgroup directory fd for CLONE_INTO_CGROUP, or -1 for a process-group group. */
 int group_cgroup_fd(const tend_group *g);
+/* True when a child must move itself into the group's cgroup (through cgroup.procs)
+ * rather than be cloned into it (CLONE_INTO_CGROUP): see group.c. */
+bool group_spawn_migrates(const tend_group *g);
 /* The process group to join (0: make a new one led by the child), for PGROUP groups. */
 pid_t group_pgid(const tend_group *g);
 /* Tell the group a process was spawned into it (the first becomes the pgroup leader). */

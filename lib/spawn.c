@@ -352,6 +352,8 @@ static int clone3_state;
 
 static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_pidfd) {
         int pidfd = -1;
+        if (cgroup_fd >= 0 && c->child_joins_cgroup)
+                cgroup_fd = -1; /* the child moves itself in (group_spawn_migrates) */
 #ifdef HAVE_CLONE3_TRAMPOLINE
         if (__atomic_load_n(&clone3_state, __ATOMIC_RELAXED) >= 0) {
                 struct clone_args args;
@@ -592,8 +594,10 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
                 r = -errno;
                 goto out;
         }
-        /* Until clone3 is known to work, have the fallback's way into the cgroup ready. */
-        if (cgroup_fd >= 0 && __atomic_load_n(&clone3_state, __ATOMIC_RELAXED) != 1) {
+        /* Until clone3 is known to work, have the fallback's way into the cgroup ready; and
+         * use it at once for a cgroup that CLONE_INTO_CGROUP no longer works for. */
+        bool migrate = cgroup_fd >= 0 && group_spawn_migrates(o->group);
+        if (cgroup_fd >= 0 && (migrate || __atomic_load_n(&clone3_state, __ATOMIC_RELAXED) != 1)) {
                 cgroup_procs_fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
                 c->cgroup_procs_fd = cgroup_procs_fd;
                 if (cgroup_procs_fd < 0) {
@@ -601,6 +605,7 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
                         step = TEND_STEP_CGROUP;
                         goto out;
                 }
+                c->child_joins_cgroup = migrate;
         }
 
         /* No handler may run in the child while it shares our memory and stack-less state;

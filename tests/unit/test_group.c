@@ -68,6 +68,16 @@ static void on_empty(tend_group *g, void *userdata) {
         f->empty_calls++;
 }
 
+/* Run the loop until f->empty_calls reaches n; fail after WAIT_USEC. */
+static void run_until_count(struct fx *f, int n) {
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (f->empty_calls < n) {
+                if (tend_now_usec() > end)
+                        fail_msg("timed out waiting for empty event %d", n);
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+}
+
 /* Run the loop until *flag becomes non-zero; fail after WAIT_USEC. */
 static void run_until(struct fx *f, const int *flag) {
         uint64_t end = tend_now_usec() + WAIT_USEC;
@@ -410,6 +420,47 @@ static void reuse_scenario(struct fx *f) {
                 assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
         }
         assert_int_equal(f->empty_calls, 2);
+}
+
+/* A group killed with tend_group_kill() takes new processes, which live (a supervised
+ * service's next run). On 6.18 a child cloned into a cgroup after a cgroup.kill there died
+ * of SIGKILL at once. */
+static void kill_then_reuse_scenario(struct fx *f) {
+        tend_proc *a = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &a);
+        for (int round = 1; round <= 3; round++) {
+                assert_int_equal(tend_group_kill(f->g), 0);
+                struct tend_exit ex = wait_proc(f, a);
+                assert_int_equal(ex.signo, SIGKILL);
+                run_until_count(f, round);
+                /* The ready report comes from the new process itself: it runs. */
+                pid_t pid = spawn_helper(f, "sleep-forever", NULL, &a);
+                assert_int_equal(kill(pid, 0), 0);
+                pid_t pids[4];
+                assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+                assert_int_equal(pids[0], pid);
+                if (tend_group_path(f->g)) {
+                        char own[4096], cg[4096];
+                        cgroup_of(pid, cg, sizeof cg);
+                        own_cgroup(own, sizeof own);
+                        assert_non_null(strstr(tend_group_path(f->g), cg + strlen(own)));
+                }
+                assert_int_equal(tend_proc_poll(a, NULL), -EAGAIN);
+        }
+        assert_int_equal(tend_group_kill(f->g), 0);
+        wait_proc(f, a);
+}
+
+static void test_cgroup_kill_then_reuse(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        kill_then_reuse_scenario(f);
+}
+
+static void test_pgroup_kill_then_reuse(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        kill_then_reuse_scenario(f);
 }
 
 static void test_cgroup_reuse(void **state) {
@@ -775,6 +826,8 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_escape_kill_empty),
         T(test_pgroup_escape_kill_empty),
         T(test_cgroup_reuse),
+        T(test_cgroup_kill_then_reuse),
+        T(test_pgroup_kill_then_reuse),
         T(test_pgroup_reuse),
         T(test_cgroup_nested),
         T(test_cgroup_free_moves_members_out),
