@@ -155,8 +155,26 @@ class Supervisor:
         return self.rc
 
     def kill_all(self):
-        """Last resort after a failed test: tend and every process of its cgroups."""
+        """Last resort after a failed test: tend and every process of its cgroups.
+
+        tend names its cgroups tend-HINT-PID-N. They are listed while tend is alive and not
+        yet reaped, so that its pid names nobody else, and each is killed only if it is
+        still the same directory (inode): once tend is reaped, its pid may be another
+        supervisor's — of the other worker of this run, or of another test session — and
+        killing by name then SIGKILLed that one's services (seen: a service "killed by
+        SIGKILL" right after its restart). A tend that has already exited made and removed
+        its own cgroups; what it left is the leak check's to report."""
         pid = self.proc.pid
+        base = own_cgroup_dir()
+        ours = {}
+        if self.proc.poll() is None and base and base.is_dir():
+            name = re.compile(rf"^tend-(.*-)?{pid}-\d+$")
+            for d in base.iterdir():
+                try:
+                    if name.match(d.name) and d.is_dir():
+                        ours[d] = d.stat().st_ino
+                except OSError:
+                    pass
         if self.proc.poll() is None:
             try:
                 self.stop(timeout=10)
@@ -165,13 +183,12 @@ class Supervisor:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        base = own_cgroup_dir()
-        if base and base.is_dir():
-            for d in base.glob(f"tend-*-{pid}-*"):
-                try:
+        for d, ino in ours.items():
+            try:
+                if d.stat().st_ino == ino:
                     (d / "cgroup.kill").write_text("1")
-                except OSError:
-                    pass
+            except OSError:
+                pass
         for f in (self.proc.stdout, self.proc.stderr):
             if f and not f.closed:
                 f.close()
@@ -1146,3 +1163,58 @@ log = file:{logs}.{i}.log
     many = run(401)
     per_service = (many - one) / 400
     assert per_service < 4.5, f"{per_service:.1f} KiB per idle service"
+
+
+# ---- a restart is never hit by the stop of the run before it ----------------------------------
+
+@pytest.mark.parametrize("group", ["cg", "pg"])
+def test_restart_not_hit_by_last_stop(supervise, helper, tend, tmp, group):
+    # Tries hard to make the stop of one run reach the next: each run leaves a process that
+    # ignores SIGTERM, so every stop goes through the ladder to its SIGKILL step, and the next
+    # run starts 10 ms after the group is empty (ready = none: running at once). 40 crashes
+    # in a row, and 25 `tend ctl restart`s of a service whose stop also needs the SIGKILL
+    # step (restart at once, no delay). A new run that dies of anything but its own exit
+    # (a late step of the previous ladder, a kill of the group) shows as a cause other than
+    # the expected one.
+    if group == "cg":
+        require_cgroup2()
+    fifo = Path(tmp) / "fifo"
+    sup = supervise(f"""\
+[service crash]
+command = f={q(fifo)}.$$; rm -f "$f"; mkfifo "$f"; {helper} ignore-term 3>"$f" & \\
+    read x < "$f"; rm -f "$f"; exit 3
+shell = yes
+environment = HELPER_READY_FD=3
+restart = always
+restart-delay = 10ms
+restart-delay-max = 10ms
+restart-jitter = 0%
+start-limit = none
+stop = TERM/20ms,KILL
+
+[service again]
+command = {helper} ignore-term
+stop = TERM/20ms,KILL
+""", args=("--no-cgroup",) if group == "pg" else ())
+    sup.control = sup.runtime / "control"
+    for _ in range(40):
+        assert sup.wait_state("crash", "stopping") == "exited with code 3"
+        assert sup.wait_state("crash", "backoff") == "restart in 10ms"
+        sup.wait_state("crash", "running")
+    sup.wait_state("again", "running")
+    for i in range(25):
+        r = subprocess.run([str(tend), "ctl", "--control", str(sup.control), "restart",
+                            "again"], capture_output=True, text=True, env=child_env(),
+                           timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert sup.wait_state("again", "stopping").startswith("tend ctl restart")
+        assert sup.wait_state("again", "starting") == "restart requested"
+        sup.wait_state("again", "running")
+    assert sup.stop() == 0
+    causes = {(t[0], t[1], t[2], t[3]) for t in sup.transitions()
+              if t[1] == "running" and t[2] == "stopping"}
+    unexpected = {c for c in causes
+                  if not (c[0] == "crash" and c[3] == "exited with code 3")
+                  and not (c[0] == "again" and c[3].startswith("tend ctl restart"))
+                  and not c[3].startswith("shutdown (SIGTERM)")}
+    assert not unexpected, "\n".join(sup.err)
