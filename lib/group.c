@@ -79,7 +79,14 @@ struct tend_group {
         tend_watch *watch;
 
         /* PGROUP */
-        pid_t pgid;        /* 0 until the first spawn */
+        pid_t pgid;        /* the process group a child joins (0 until the first spawn) */
+        /* Members by process group: every process group a spawned child led or joined
+         * that still exists. Not only the latest: a service's main process leads a new one
+         * at each run, and what an earlier run left behind (a background job whose shell
+         * has died) is still in the earlier one. Pruned when a group has no process left,
+         * before its number can name an unrelated process group. */
+        pid_t *pgids;
+        size_t n_pgids, cap_pgids;
         struct pg_loop *pgl;  /* the groups of its loop: one /proc walk per SIGCHLD */
         bool has_member;      /* pg_scan's answer */
         char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
@@ -638,6 +645,44 @@ static ssize_t proc_walk(int procfd, pid_t self, struct pent **ret) {
         return (ssize_t)n;
 }
 
+#define GROUP_PGIDS_MAX 64 /* process groups remembered per group (the oldest goes first) */
+
+/* Forget the process groups that have no process left (zombies count: their number is not
+ * free yet). */
+static void pgids_prune(tend_group *g) {
+        size_t w = 0;
+        for (size_t i = 0; i < g->n_pgids; i++)
+                if (!(kill(-g->pgids[i], 0) < 0 && errno == ESRCH))
+                        g->pgids[w++] = g->pgids[i];
+        g->n_pgids = w;
+}
+
+static bool pgids_has(const tend_group *g, pid_t pgid) {
+        for (size_t i = 0; i < g->n_pgids; i++)
+                if (g->pgids[i] == pgid)
+                        return true;
+        return false;
+}
+
+static void pgids_add(tend_group *g, pid_t pgid) {
+        if (pgid <= 0 || pgids_has(g, pgid))
+                return;
+        pgids_prune(g);
+        if (g->n_pgids == GROUP_PGIDS_MAX) {
+                memmove(g->pgids, g->pgids + 1, (g->n_pgids - 1) * sizeof *g->pgids);
+                g->n_pgids--;
+        }
+        if (g->n_pgids == g->cap_pgids) {
+                size_t cap = g->cap_pgids ? g->cap_pgids * 2 : 2;
+                pid_t *nv = realloc(g->pgids, cap * sizeof *nv);
+                if (!nv)
+                        return; /* its members are still found through their ancestry */
+                g->pgids = nv;
+                g->cap_pgids = cap;
+        }
+        g->pgids[g->n_pgids++] = pgid;
+}
+
 /* A direct child of this process: does the subtree below it belong to g? */
 static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
         tend_proc *p = loop_proc_find(g->loop, pid);
@@ -667,17 +712,18 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
  * at all, not even a zombie, and nobody is in the group's process group. Every live
  * descendant's topmost live ancestor below us would be a child of ours (we are a child
  * subreaper: orphans come to us), so without children there are no descendants; and a
- * member by process group alone would make kill(-pgid, 0) succeed (or fail with EPERM). */
+ * member by process group alone would be in one of its process groups, which would still
+ * exist (pgids_prune). */
 static bool pgroup_surely_empty(const tend_group *g) {
         siginfo_t si;
         memset(&si, 0, sizeof si);
         if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 || errno != ECHILD)
                 return false;
-        return g->pgid <= 0 || (kill(-g->pgid, 0) < 0 && errno == ESRCH);
+        return g->n_pgids == 0; /* pruned by the caller */
 }
 
 /* Members of a process-group group:
- *   every live process whose process group is the group's, and
+ *   every live process in one of the group's process groups (g->pgids), and
  *   every live descendant of a process spawned into the group (also after it setsid()s), and,
  *   when this is the only process-group group of the process, every live descendant of a
  *   child of this process that was not spawned through the loop — with the subreaper, that is
@@ -686,6 +732,7 @@ static bool pgroup_surely_empty(const tend_group *g) {
  * whose parent died cannot be attributed and is not a member; with one, children the
  * application forked itself are counted as the group's. The whole of /proc is read. */
 static int pgroup_snapshot(tend_group *g, struct mvec *out) {
+        pgids_prune(g);
         if (pgroup_surely_empty(g))
                 return 0;
         int procfd = open_proc();
@@ -738,7 +785,7 @@ static int pgroup_snapshot(tend_group *g, struct mvec *out) {
                 const struct pent *e = &a[i];
                 if (pstat_dead(&e->s))
                         continue;
-                if (e->mark == 1 || (g->pgid > 0 && e->s.pgid == g->pgid))
+                if (e->mark == 1 || pgids_has(g, e->s.pgid))
                         r = mvec_push(out, e->pid, &e->s);
         }
 out:
@@ -967,8 +1014,13 @@ static int ptr_cmp(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
+struct pgid_owner {
+        pid_t pgid;
+        tend_group *g;
+};
+
 static int pgid_cmp(const void *a, const void *b) {
-        pid_t x = (*(tend_group *const *)a)->pgid, y = (*(tend_group *const *)b)->pgid;
+        pid_t x = ((const struct pgid_owner *)a)->pgid, y = ((const struct pgid_owner *)b)->pgid;
         return x < y ? -1 : x > y;
 }
 
@@ -995,8 +1047,12 @@ static int pg_scan(struct pg_loop *pl, tend_group **v, size_t n) {
         bool children = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 ||
                         errno != ECHILD;
         bool walk = children;
-        for (size_t i = 0; i < n && !walk; i++)
-                walk = v[i]->pgid > 0 && !(kill(-v[i]->pgid, 0) < 0 && errno == ESRCH);
+        size_t n_owners = 0;
+        for (size_t i = 0; i < n; i++) {
+                pgids_prune(v[i]);
+                n_owners += v[i]->n_pgids;
+        }
+        walk = walk || n_owners > 0;
         if (!walk)
                 return 0;
         int procfd = open_proc();
@@ -1004,21 +1060,24 @@ static int pg_scan(struct pg_loop *pl, tend_group **v, size_t n) {
                 return procfd;
         pid_t self = getpid();
         struct pent *a = NULL;
-        tend_group **by_pgid = NULL;
+        struct pgid_owner *by_pgid = NULL;
         size_t *chain = NULL;
         ssize_t got = proc_walk(procfd, self, &a);
         int r = got < 0 ? (int)got : 0;
         size_t na = got > 0 ? (size_t)got : 0;
         if (r == 0) {
-                by_pgid = malloc(n * sizeof *by_pgid);
+                by_pgid = malloc((n_owners ? n_owners : 1) * sizeof *by_pgid);
                 chain = malloc((na ? na : 1) * sizeof *chain);
                 if (!by_pgid || !chain)
                         r = -ENOMEM;
         }
         if (r < 0)
                 goto out;
-        memcpy(by_pgid, v, n * sizeof *v);
-        qsort(by_pgid, n, sizeof *by_pgid, pgid_cmp);
+        size_t k_owner = 0;
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < v[i]->n_pgids; k++)
+                        by_pgid[k_owner++] = (struct pgid_owner){ v[i]->pgids[k], v[i] };
+        qsort(by_pgid, n_owners, sizeof *by_pgid, pgid_cmp);
         for (size_t i = 0; i < na; i++) {
                 /* Up the parents to one already classified, a child of ours, or one outside
                  * the snapshot; the owner found holds for the whole chain (bounded by na: a
@@ -1055,18 +1114,21 @@ static int pg_scan(struct pg_loop *pl, tend_group **v, size_t n) {
                 tend_group **hit = owner ? bsearch(&owner, v, n, sizeof *v, ptr_cmp) : NULL;
                 if (hit)
                         (*hit)->has_member = true;
-                tend_group key_g = { .pgid = e->s.pgid }, *kp = &key_g;
-                hit = e->s.pgid > 0 ? bsearch(&kp, by_pgid, n, sizeof *by_pgid, pgid_cmp) : NULL;
-                if (hit) {
-                        /* Several groups may have had this pgid over time; every one that
-                         * still says so is told. */
-                        tend_group **lo = hit, **hi = hit;
-                        while (lo > by_pgid && lo[-1]->pgid == e->s.pgid)
+                struct pgid_owner key_o = { .pgid = e->s.pgid };
+                struct pgid_owner *o = e->s.pgid > 0 && n_owners
+                                               ? bsearch(&key_o, by_pgid, n_owners,
+                                                         sizeof *by_pgid, pgid_cmp)
+                                               : NULL;
+                if (o) {
+                        /* Several groups may hold this pgid (a child joined another's);
+                         * every one is told. */
+                        struct pgid_owner *lo = o, *hi = o;
+                        while (lo > by_pgid && lo[-1].pgid == e->s.pgid)
                                 lo--;
-                        while (hi + 1 < by_pgid + n && hi[1]->pgid == e->s.pgid)
+                        while (hi + 1 < by_pgid + n_owners && hi[1].pgid == e->s.pgid)
                                 hi++;
                         for (; lo <= hi; lo++)
-                                (*lo)->has_member = true;
+                                lo->g->has_member = true;
                 }
         }
 out:
@@ -1427,6 +1489,7 @@ static void cgroup_teardown(tend_group *g) {
 }
 
 static void group_release(tend_group *g) {
+        free(g->pgids);
         free(g->path);
         free(g->rel);
         free(g->parent_path);
@@ -1603,6 +1666,7 @@ void group_note_spawned(tend_group *g, pid_t pid) {
                 pg = pid;
         if (g->pgid <= 0 || (pg != g->pgid && kill(-g->pgid, 0) < 0 && errno == ESRCH))
                 g->pgid = pg;
+        pgids_add(g, pg);
 }
 
 int group_add_empty_listener(tend_group *g, group_empty_listener fn, void *userdata) {
