@@ -1168,7 +1168,7 @@ static struct svc_config *interpret_service(struct parse *ps, struct raw_service
         if (!s)
                 return NULL;
         s->name = strdup(rs->name);
-        s->file = strdup(rs->file);
+        s->file = rs->file;
         s->line = rs->line;
         svc_policy_default(&s->policy);
         set_bit(s->success_codes, 0);
@@ -1299,7 +1299,6 @@ void config_service_free(struct svc_config *s) {
         if (!s)
                 return;
         free(s->name);
-        free(s->file);
         free(s->identity);
         config_strv_free(s->command.argv);
         free(s->command.text);
@@ -1476,6 +1475,8 @@ int config_load(const char *path, struct config **ret_config) {
         if (!ps.errors)
                 check_dependencies(&ps, c);
         int errors = ps.errors;
+        for (size_t i = 0; i < c->n_services; i++)
+                c->services[i]->file = NULL; /* the parse's text, freed now */
         raw_free(&ps);
         if (errors) {
                 config_free(c);

@@ -33,7 +33,8 @@ struct svc_command {
 
 struct svc_config {
         char *name;
-        char *file;           /* where the section starts */
+        const char *file;     /* where the section starts: only while config_load() runs
+                                 (the parse owns the text; NULL afterwards) */
         int line;
         char *identity;       /* every key and value in order: equal text, equal service */
 

@@ -37,10 +37,10 @@ struct log_stream {
 
 struct svc_logger {
         struct sv *sv;
-        char *name;
-        enum svc_log kind;
+        const char *name;            /* the service's configuration's: a changed definition */
+        enum svc_log kind;           /* makes a new service, and a new logger with it */
         struct log_stream st[3];
-        char *path;
+        const char *path;
         uint64_t max_size;
         unsigned keep;
         int fd;
@@ -183,7 +183,7 @@ int logger_new(struct sv *sv, const struct svc_config *cfg, struct svc_logger **
         l->sv = sv;
         l->fd = -1;
         l->kind = cfg->log;
-        l->name = strdup(cfg->name);
+        l->name = cfg->name;
         for (int i = 0; i < 3; i++)
                 l->st[i] = (struct log_stream){ .l = l, .stream = i, .wfd = -1 };
         int e = -ENOMEM;
@@ -194,9 +194,7 @@ int logger_new(struct sv *sv, const struct svc_config *cfg, struct svc_logger **
                 return 0;
         }
         if (l->kind == SVC_LOG_FILE) {
-                l->path = strdup(cfg->log_path);
-                if (!l->path)
-                        goto fail;
+                l->path = cfg->log_path;
                 l->max_size = cfg->log_size;
                 l->keep = cfg->log_keep;
                 e = file_open(l);
@@ -238,8 +236,6 @@ void logger_free(struct svc_logger *l) {
                 tend_capture_free(l->st[i].cap);
         }
         io_close(l->fd);
-        free(l->path);
-        free(l->name);
         free(l);
 }
 
