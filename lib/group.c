@@ -795,9 +795,169 @@ out:
         return r;
 }
 
+/* The same members as pgroup_snapshot() without reading all of /proc: from the children
+ * lists of the kernel (/proc/PID/task/TID/children, CONFIG_PROC_CHILDREN), down from this
+ * process's children. A supervisor of thousands of services in process groups signals,
+ * stops and describes one service at a time, and a walk of /proc for each (one stat file
+ * per process of the machine) made that O(services x processes): stopping 10,000 services
+ * took over an hour. This reads this process's children list, the stat file of the
+ * children not spawned through the loop (orphans, few), and the tree of the group's own
+ * roots. A process of the group's process groups is found below its roots or as an orphan
+ * (re-parented to us): a process group lies within one session, and a service's session is
+ * its own (spawned with setsid) — so nothing of the /proc walk's rule is lost there.
+ * Returns -ENOENT when the kernel has no children lists (the caller walks /proc). */
+
+static int pid_push(pid_t **v, size_t *n, size_t *cap, pid_t pid) {
+        if (*n == *cap) {
+                if (*cap >= GROUP_MEMBERS_MAX)
+                        return -E2BIG;
+                size_t nc = *cap ? *cap * 2 : 64;
+                pid_t *nv = realloc(*v, nc * sizeof *nv);
+                if (!nv)
+                        return -ENOMEM;
+                *v = nv;
+                *cap = nc;
+        }
+        (*v)[(*n)++] = pid;
+        return 0;
+}
+
+/* Append the children of pid (the children files of all its threads) to *v. 0 when pid
+ * has gone; -ENOENT when the kernel has no children files. */
+static int children_of(int procfd, pid_t pid, pid_t **v, size_t *n, size_t *cap) {
+        char dir[48];
+        snprintf(dir, sizeof dir, "%d/task", (int)pid);
+        int tfd = openat(procfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (tfd < 0)
+                return errno == ENOENT || errno == ESRCH ? 0 : -errno;
+        DIR *d = fdopendir(tfd);
+        if (!d) {
+                int r = -errno;
+                io_close(tfd);
+                return r;
+        }
+        int r = 0;
+        bool any_thread = false, any_file = false;
+        struct dirent *de;
+        while (r == 0 && (de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                any_thread = true;
+                char file[sizeof de->d_name + 16];
+                snprintf(file, sizeof file, "%s/children", de->d_name);
+                int fd = openat(tfd, file, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue; /* no such file, or the thread has gone */
+                any_file = true;
+                char buf[4096];
+                long cur = 0;
+                bool in_num = false;
+                for (;;) {
+                        ssize_t got = io_read(fd, buf, sizeof buf);
+                        if (got < 0) {
+                                if (got != -ESRCH)
+                                        r = (int)got;
+                                break;
+                        }
+                        for (ssize_t i = 0; i < got && r == 0; i++) {
+                                if (buf[i] >= '0' && buf[i] <= '9') {
+                                        if (cur > INT_MAX / 10)
+                                                r = -EIO;
+                                        cur = cur * 10 + (buf[i] - '0');
+                                        in_num = true;
+                                } else if (in_num) {
+                                        r = pid_push(v, n, cap, (pid_t)cur);
+                                        cur = 0;
+                                        in_num = false;
+                                }
+                        }
+                        if (r < 0)
+                                break;
+                        if (got == 0) {
+                                if (in_num)
+                                        r = pid_push(v, n, cap, (pid_t)cur);
+                                break;
+                        }
+                }
+                io_close(fd);
+        }
+        closedir(d);
+        if (r == 0 && any_thread && !any_file)
+                return -ENOENT;
+        return r;
+}
+
+bool group_force_proc_walk; /* tests: take the /proc walk as if there were no children lists */
+
+static int pgroup_tree_snapshot(tend_group *g, int procfd, struct mvec *out) {
+        if (group_force_proc_walk)
+                return -ENOENT;
+        pid_t *q = NULL; /* pids to look at: this process's children first, then roots' */
+        size_t n = 0, cap = 0;
+        pid_t self = getpid();
+        int r = children_of(procfd, self, &q, &n, &cap);
+        size_t n_direct = n;
+        /* The direct children: ours (spawned into g), an orphan in one of g's process
+         * groups, or claimed by the sole process-group group; the others are dropped
+         * (another group's tree, or the application's own). An orphan that is not ours
+         * may still have descendants in g's process groups: they are looked at, and kept
+         * only by their process group. */
+        size_t w = 0;
+        for (size_t i = 0; i < n_direct && r == 0; i++) {
+                pid_t c = q[i];
+                tend_proc *p = loop_proc_find(g->loop, c);
+                if (p) {
+                        if (tend_proc_group(p) == g)
+                                q[w++] = c;
+                        continue;
+                }
+                q[w++] = -c; /* unregistered: decided below from its stat */
+        }
+        n = n_direct = w;
+        /* Breadth first: q[k] > 0 is ours with its whole subtree; q[k] < 0 is a process that
+         * is ours only by its process group (and so are its descendants, by theirs). */
+        for (size_t k = 0; k < n && r == 0; k++) {
+                bool sure = q[k] > 0;
+                pid_t pid = sure ? q[k] : -q[k];
+                struct pstat s;
+                if (pstat_read(procfd, pid, &s) < 0)
+                        continue; /* gone */
+                if (!sure && k < n_direct && s.ppid == self &&
+                    (pgids_has(g, s.pgid) || pgroup_root_is_ours(g, procfd, pid)))
+                        sure = true; /* an orphan of ours: the whole subtree */
+                bool member = sure || pgids_has(g, s.pgid);
+                if (member && !pstat_dead(&s))
+                        r = mvec_push(out, pid, &s);
+                if (r < 0)
+                        break;
+                size_t before = n;
+                r = children_of(procfd, pid, &q, &n, &cap);
+                if (r == -ENOENT)
+                        r = 0; /* it exited meanwhile */
+                for (size_t j = before; j < n && !sure; j++)
+                        q[j] = -q[j];
+        }
+        free(q);
+        return r;
+}
+
 /* Live members sorted by (pid, start). */
 static int group_snapshot(tend_group *g, struct mvec *out) {
-        int r = g->kind == TEND_GROUP_CGROUP ? cgroup_snapshot(g, out) : pgroup_snapshot(g, out);
+        int r;
+        if (g->kind == TEND_GROUP_CGROUP) {
+                r = cgroup_snapshot(g, out);
+        } else {
+                pgids_prune(g);
+                if (pgroup_surely_empty(g))
+                        return 0;
+                int procfd = open_proc();
+                r = procfd < 0 ? procfd : pgroup_tree_snapshot(g, procfd, out);
+                io_close(procfd);
+                if (r == -ENOENT) {
+                        mvec_free(out);
+                        r = pgroup_snapshot(g, out);
+                }
+        }
         if (r < 0) {
                 mvec_free(out);
                 return r;

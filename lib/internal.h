@@ -84,6 +84,9 @@ struct proc_ladder **group_ladder_slot(tend_group *g);
 
 /* How many times all of /proc has been read (process-group membership), for the tests. */
 unsigned long group_proc_walks(void);
+/* Tests: find process-group members by walking /proc, as on a kernel without
+ * /proc/PID/task/TID/children. */
+extern bool group_force_proc_walk;
 
 /* ---- ladder.c ----------------------------------------------------------------------- */
 void ladder_group_free(tend_group *g);

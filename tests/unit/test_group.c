@@ -29,6 +29,8 @@
 #include "harness.h"
 #include "tend.h"
 
+unsigned long group_proc_walks(void); /* lib/internal.h */
+
 #define READY_FD 3
 #define WAIT_USEC (10u * 1000u * 1000u)
 #define MAX_PROCS 8
@@ -399,6 +401,19 @@ static void test_pgroup_escape_kill_empty(void **state) {
         escape_kill_scenario(f);
 }
 
+/* The same without the kernel's children lists: members found by walking /proc. */
+extern bool group_force_proc_walk; /* lib/internal.h */
+
+static void test_pgroup_escape_kill_empty_walk(void **state) {
+        struct fx *f = *state;
+        group_force_proc_walk = true;
+        unsigned long before = group_proc_walks();
+        new_group(f, TEND_GROUP_NO_CGROUP, "escape");
+        escape_kill_scenario(f);
+        group_force_proc_walk = false;
+        assert_true(group_proc_walks() > before);
+}
+
 /* The group can be used again after it became empty: a new spawn makes it populated again
  * and the next emptying is reported again. */
 static void reuse_scenario(struct fx *f) {
@@ -749,8 +764,6 @@ static void test_default_kind(void **state) {
 
 /* Many process-group groups in one loop: a SIGCHLD costs one walk of /proc for all of them,
  * not one per populated group, and each group still learns exactly when it empties. */
-unsigned long group_proc_walks(void); /* lib/internal.h */
-
 static void on_empty_count(tend_group *g, void *userdata) {
         (*(int *)userdata)++;
 }
@@ -825,6 +838,7 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_created_and_removed),
         T(test_cgroup_escape_kill_empty),
         T(test_pgroup_escape_kill_empty),
+        T(test_pgroup_escape_kill_empty_walk),
         T(test_cgroup_reuse),
         T(test_cgroup_kill_then_reuse),
         T(test_pgroup_kill_then_reuse),
