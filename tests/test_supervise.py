@@ -1132,7 +1132,7 @@ def _private_dirty_kib(pid):
 def test_idle_services_cost_little_memory(supervise):
     # DESIGN §5: an idle service must cost little of tend's memory. 400 idle services (the
     # output pipes lazy: no buffer while nothing is written) against 1, both with a file
-    # log, each after every service is running. Measured at about 2.7 KiB per service; the
+    # log, each after every service is running. Measured at about 2.6 KiB per service; the
     # bound leaves room for the allocator, and fails with the 16 KiB of eager buffers.
     if os.environ.get("SAN") == "1":
         pytest.skip("AddressSanitizer's redzones and shadow memory make the numbers meaningless")
