@@ -119,9 +119,14 @@ $(HELPER): tests/helper.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $< $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(STATIC_LIB) $(wildcard tests/unit/*.h)
+# A unit test of a part of the program links that part's objects: TEST_OBJ_<test name>.
+TEST_OBJ_test_launch_proto := $(BUILD)/src/launch_proto.o
+TEST_OBJ_test_launch_hosts := $(BUILD)/src/launch_hosts.o
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/unit/%.c $$(TEST_OBJ_$$*) $(STATIC_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -pthread -o $@ $< $(STATIC_LIB) $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(CFLAGS) -Itests/unit -Isrc $(LDFLAGS) -pthread -o $@ $< $(TEST_OBJ_$*) \
+	    $(STATIC_LIB) $(LDLIBS) -lcmocka
 
 # The static program is tested too (tend init in an empty root); sanitizers cannot link -static.
 ifneq ($(SAN),1)
@@ -153,7 +158,6 @@ $(BUILD)/fuzz/%.o: fuzz/%.c fuzz/fuzz.h include/tend.h $(wildcard lib/*.h src/*.
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) $(PROG_DEP_CFLAGS) -Isrc -c -o $@ $<
-.SECONDEXPANSION:
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $$(FUZZ_OBJ_$$*) $(FUZZ_MAIN) $(STATIC_LIB)
 	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PROG_DEP_LIBS) $(LDLIBS)
 fuzz-build: $(FUZZ_BIN)
