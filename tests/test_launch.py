@@ -1,0 +1,959 @@
+"""Process-level tests of `tend launch` (doc/launch.md, man/tend-launch.1, issue 5).
+
+The hosts are real and made by the tests: network namespaces on a bridge, one per host, each
+with its own address (tests/netns_hosts.py). Two agents reach them: `ip netns exec %h` (fast,
+most tests), and the default ssh template through an sshd in each namespace (the tests named
+*_ssh). Misbehaving agents come from tests/launch_agent_wrap.py (never answers, never calls
+back, forges its token); misbehaving callbacks are made by the test itself speaking the
+frame protocol with the token it captured from a job line (doc/launch.md, "The callback").
+
+Synchronisation is by events only. A remote command that must be running first prints
+"ready <pid>" (its pid in our pid namespace: namespaces here share it), which arrives on the
+launcher's stdout as "HOST: ready PID"; commands wait on a gate, a FIFO per host they open
+read-write before they report ready, which the test opens with a write. Processes are waited
+for through pidfds with deadlines. Every test is bounded in time (TIMEOUT, deadlines derived
+from the heartbeat and ladder given to the launcher), and after every test nothing of ours may
+remain in any host's namespace: the `lab` fixture's tear-down checks it (Site.close), kills
+what it finds and fails the test.
+
+Durations are short on purpose (heartbeat 200ms, ladder TERM/300ms,KILL) so the whole file
+runs in well under a minute.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD_DIR, REPO, child_env
+from netns_hosts import IP, Site, describe, wait_gone
+
+TIMEOUT = 30           # bound of every launch and every wait for an event
+HEARTBEAT = 0.2        # --heartbeat, seconds
+LADDER = "TERM/300ms,KILL"
+LADDER_SECONDS = 0.3
+# How long after losing its launcher a remote command may still live: 3 missed heartbeats,
+# the ladder, and slack for a loaded 2-core machine.
+LIFELINE_BOUND = 3 * HEARTBEAT + LADDER_SECONDS + 2.5
+WRAP = REPO / "tests" / "launch_agent_wrap.py"
+PY = "/usr/bin/python3"
+
+HOST_KEYS = {"host", "index", "started", "state", "exit_code", "signal", "reason", "message",
+             "diagnostic", "wall_seconds"}
+STATES = {"exited", "killed", "timed-out", "failed", "refused", "cancelled", "lost"}
+
+# Frames (doc/launch.md, "Frames").
+HDR = struct.Struct(">BBHII")
+HELLO, CHALLENGE, PROOF, START, GO, ABORT = 1, 2, 3, 4, 5, 6
+
+
+# ---- the launcher ----------------------------------------------------------------------------
+
+class Launch:
+    """A running `tend launch`: its output read by two threads into lines, as they come."""
+
+    def __init__(self, argv, env, json_path):
+        self.argv = argv
+        self.json_path = json_path
+        self.lines = {1: [], 2: []}
+        self.cond = threading.Condition()
+        self.eof = {1: False, 2: False}
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.threads = [threading.Thread(target=self._read, args=(s, f), daemon=True)
+                        for s, f in ((1, self.proc.stdout), (2, self.proc.stderr))]
+        for t in self.threads:
+            t.start()
+        self.rc = None
+        self.elapsed = None
+
+    def _read(self, stream, f):
+        partial = b""
+        while True:
+            data = f.read1(65536)
+            if not data:
+                break
+            partial += data
+            *done, partial = partial.split(b"\n")
+            with self.cond:
+                self.lines[stream].extend(l.decode(errors="replace") for l in done)
+                self.cond.notify_all()
+        with self.cond:
+            if partial:
+                self.lines[stream].append(partial.decode(errors="replace") + "<no newline>")
+            self.eof[stream] = True
+            self.cond.notify_all()
+
+    def text(self, stream=None):
+        with self.cond:
+            if stream:
+                return "\n".join(self.lines[stream])
+            return ("--- stdout:\n" + "\n".join(self.lines[1]) + "\n--- stderr:\n"
+                    + "\n".join(self.lines[2]))
+
+    def wait_line(self, pattern, stream=1, timeout=TIMEOUT, count=1):
+        """Wait until `count` lines of the stream match pattern; returns the matches."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [m for m in map(rx.search, self.lines[stream]) if m]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or self.eof[stream]:
+                    pytest.fail(f"{len(found)} of {count} lines matching {pattern!r} on "
+                                f"{'stdout' if stream == 1 else 'stderr'} after "
+                                f"{time.monotonic() - self.t0:.1f}s (exit {self.proc.poll()})\n"
+                                + self.text(), pytrace=False)
+                self.cond.wait(left)
+
+    def ready_pids(self, hosts, timeout=TIMEOUT):
+        """{host name: pid} from each host's "HOST: ready PID" line."""
+        names = [h.name for h in hosts]
+        alt = "|".join(map(re.escape, names))
+        found = self.wait_line(rf"^({alt}): ready (\d+)$", count=len(names), timeout=timeout)
+        pids = {m.group(1): int(m.group(2)) for m in found}
+        assert sorted(pids) == sorted(names), self.text()
+        return pids
+
+    def finish(self, timeout=TIMEOUT):
+        """Wait for the exit and the end of both streams; returns the exit code."""
+        try:
+            self.rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"tend launch still running after {timeout}s, killed\n" + self.text(),
+                        pytrace=False)
+        self.elapsed = time.monotonic() - self.t0
+        for t in self.threads:
+            t.join(10)
+        return self.rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for t in self.threads:
+            t.join(10)
+
+    def result(self):
+        assert self.json_path is not None
+        try:
+            text = Path(self.json_path).read_text()
+        except OSError as e:
+            pytest.fail(f"no --json result ({e})\n" + self.text(), pytrace=False)
+        obj = json.loads(text)
+        assert set(obj) == {"hosts", "refused_callbacks"}, f"result keys: {sorted(obj)}"
+        for h in obj["hosts"]:
+            assert set(h) == HOST_KEYS, f"host keys differ from doc/launch.md: {sorted(h)}"
+            assert h["state"] in STATES, h
+        return obj
+
+    def hosts(self):
+        """{host name: its entry in the JSON result}"""
+        return {h["host"]: h for h in self.result()["hosts"]}
+
+
+class Lab:
+    """Sites, launches and gates of one test; everything undone at the end."""
+
+    def __init__(self, tend, helper, tmp):
+        self.tend, self.helper, self.tmp = str(tend), str(helper), Path(tmp)
+        self.sites, self.launches, self.fifos = [], [], []
+        self.gates = self.tmp / "gates"
+        self.gates.mkdir()
+        self.ctl = self.tmp / "ctl"
+        self.ctl.mkdir()
+        self.n_json = 0
+
+    def site(self, n, **kw):
+        s = Site(self.tmp, n, **kw)
+        self.sites.append(s)
+        for h in s.hosts:
+            os.mkfifo(self.gates / f"gate-{h.name}")
+        return s
+
+    def netns_agent(self, plan=None):
+        agent = f"{IP} netns exec %h"
+        if plan:
+            spec = ",".join(f"{h.name}={mode}" for h, mode in plan.items())
+            agent = f"{PY} {WRAP} {self.ctl} {spec} %h " + agent
+        return ["--agent", agent]
+
+    def launch(self, site, args, command, *, json=True, env=None):
+        json_path = None
+        if json:
+            self.n_json += 1
+            json_path = self.tmp / f"result-{self.n_json}.json"
+        argv = [self.tend, "launch", *map(str, args)]
+        if json_path:
+            argv += ["--json", str(json_path)]
+        argv += ["--", *map(str, command)]
+        if site is not None:
+            argv = site.wrap(argv)
+        l = Launch(argv, env or child_env(), json_path)
+        self.launches.append(l)
+        return l
+
+    # Commands -------------------------------------------------------------------------------
+
+    def gate_command(self, after="echo bye"):
+        """Prints "ready PID" once it holds its gate open, waits for the gate, then `after`."""
+        return ["/bin/sh", "-c",
+                f'exec 3<>"{self.gates}/gate-$({IP} netns identify)"; echo ready $$; '
+                f"read x <&3; {after}"]
+
+    def open_gate(self, host):
+        fd = os.open(self.gates / f"gate-{host.name}", os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"go\n")
+        os.close(fd)
+
+    def marker_command(self, then=None):
+        """Leaves a file ran-HOST in the gates directory, then prints the host's name."""
+        return ["/bin/sh", "-c", f'h=$({IP} netns identify); : > "{self.gates}/ran-$h"; '
+                                  f'echo "$h"{"; " + then if then else ""}']
+
+    def ran(self, host):
+        return (self.gates / f"ran-{host.name}").exists()
+
+    # Wrapper reports -------------------------------------------------------------------------
+
+    def expect_pids(self, host):
+        """The FIFO on which the wrapper reports host's agent pids (opened before launch)."""
+        path = self.ctl / f"{host.name}.pids"
+        os.mkfifo(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.fifos.append(fd)
+        return fd
+
+    def read_pids(self, fd, timeout=TIMEOUT):
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        if not p.poll(timeout * 1000):
+            pytest.fail("the agent wrapper never reported its pids", pytrace=False)
+        data = os.read(fd, 4096)
+        assert data.endswith(b"\n"), data
+        return [int(x) for x in data.split()]
+
+    def wait_writers_gone(self, fd, timeout):
+        """True once every process holding the FIFO's write end has died (EOF)."""
+        deadline = time.monotonic() + timeout
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if p.poll(left * 1000):
+                try:
+                    if os.read(fd, 4096) == b"":
+                        return True
+                except BlockingIOError:
+                    pass
+
+    def job_line(self, host):
+        return json.loads((self.ctl / f"{host.name}.job").read_text())
+
+    def close(self):
+        for l in self.launches:
+            l.kill()
+            for f in (l.proc.stdout, l.proc.stderr):
+                f.close()
+        for fd in self.fifos:
+            os.close(fd)
+        errors = []
+        for s in self.sites:
+            try:
+                s.close()
+            except AssertionError as e:
+                errors.append(str(e))
+        return errors
+
+
+@pytest.fixture
+def lab(tend, helper, tmp):
+    lab = Lab(tend, helper, tmp)
+    try:
+        yield lab
+    finally:
+        errors = lab.close()
+    if errors:
+        pytest.fail("after the test: " + "\n".join(errors), pytrace=False)
+
+
+def common(hb=HEARTBEAT, ladder=LADDER):
+    return ["--heartbeat", f"{int(hb * 1000)}ms", "--stop", ladder]
+
+
+def names_arg(hosts):
+    return ",".join(h.name for h in hosts)
+
+
+def assert_exited(result, hosts, code=0):
+    for h in hosts:
+        e = result[h.name]
+        assert e["started"] is True and e["state"] == "exited" and e["exit_code"] == code, e
+
+
+def pids_gone(pids, timeout):
+    alive = wait_gone(pids, timeout)
+    assert not alive, "still running: " + "; ".join(describe(p) for p in alive)
+
+
+def agent_pid(site, host):
+    """The agent of host: the process in its namespace running `launch-agent` (not the
+    guard)."""
+    found = []
+    for pid in site.pids(host):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"launch-agent" in cmd and b"--guard" not in cmd:
+            found.append(pid)
+    assert len(found) == 1, f"agents of {host.name}: " + "; ".join(map(describe, found))
+    return found[0]
+
+
+def ppid(pid):
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+# ---- the frame protocol, for callbacks made by the test ---------------------------------------
+
+def frame(ftype, host, payload=b"", stream=0):
+    return HDR.pack(ftype, stream, 0, host, len(payload)) + payload
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def recv_frame(sock):
+    """(type, host, payload), or None at EOF (or a reset: the launcher closed on us)."""
+    try:
+        head = recv_exact(sock, HDR.size)
+        if head is None:
+            return None
+        ftype, _, _, host, length = HDR.unpack(head)
+        payload = recv_exact(sock, length) if length else b""
+    except (ConnectionResetError, socket.timeout) as e:
+        if isinstance(e, socket.timeout):
+            raise
+        return None
+    if payload is None:
+        return None
+    return ftype, host, payload
+
+
+def recv_until_closed(sock):
+    """Frames until the launcher closes the connection (a socket timeout fails)."""
+    frames = []
+    while True:
+        f = recv_frame(sock)
+        if f is None:
+            return frames
+        frames.append(f)
+
+
+def mac(token, side, index, nonce_a, nonce_l):
+    return hmac.new(token, b"tend-launch " + side + struct.pack(">I", index) + nonce_a + nonce_l,
+                    hashlib.sha256).digest()
+
+
+def callback_address(job):
+    """An address of the job line's callback list that this (root) namespace reaches."""
+    for entry in job["callback"]:
+        m = re.fullmatch(r"\[(.*)\]:(\d+)|([^:]*):(\d+)", entry)
+        assert m, f"callback entry {entry!r}"
+        if m.group(3):
+            return socket.AF_INET, (m.group(3), int(m.group(4)))
+    m = re.fullmatch(r"\[(.*)\]:(\d+)", job["callback"][0])
+    return socket.AF_INET6, (m.group(1), int(m.group(2)))
+
+
+def connect(job):
+    family, addr = callback_address(job)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(addr)
+    return s
+
+
+def hello(sock, index, token):
+    """HELLO, then the launcher's CHALLENGE, whose MAC is checked with the true token.
+    Returns (nonce_a, nonce_l), or None if the launcher closed instead."""
+    nonce_a = os.urandom(32)
+    sock.sendall(frame(HELLO, index, struct.pack(">I", 1) + nonce_a))
+    f = recv_frame(sock)
+    if f is None:
+        return None
+    ftype, host, payload = f
+    assert (ftype, host, len(payload)) == (CHALLENGE, index, 64), f
+    nonce_l, their_mac = payload[:32], payload[32:]
+    if token is not None:
+        assert hmac.compare_digest(their_mac, mac(token, b"L", index, nonce_a, nonce_l)), \
+            "the launcher's CHALLENGE MAC is not HMAC(token, 'tend-launch L' | i | na | nl)"
+    return nonce_a, nonce_l
+
+
+# ---- all hosts start ---------------------------------------------------------------------------
+
+def test_all_hosts_start_netns(lab, tmp):
+    site = lab.site(4)
+    h = site.hosts
+    hostfile = Path(tmp) / "hosts"
+    hostfile.write_text(f"# two of them\n{h[2].name}\n\n  {h[3].name}  # last\n")
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(h[:2]),
+                          "--hostfile", hostfile], [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text()
+    # Each command ran in its own host's namespace, its output came home prefixed.
+    assert sorted(l.lines[1]) == sorted(f"{x.name}: {x.name}" for x in h), l.text()
+    result = l.hosts()
+    assert [result[x.name]["index"] for x in h] == [0, 1, 2, 3]
+    assert_exited(result, h)
+    assert l.result()["refused_callbacks"] == 0
+    # The result table on stderr names every host.
+    for x in h:
+        assert x.name in l.text(2), l.text()
+
+
+@pytest.mark.parametrize("user", [None, "root"])
+def test_all_hosts_start_ssh(lab, user):
+    """The default agent template, for real: ssh in batch mode to an sshd in each
+    namespace (the client's configuration maps each host name to its address)."""
+    site = lab.site(3, sshd=True)
+    args = [*common(), "-H", names_arg(site.hosts)]
+    if user:
+        args += ["-l", user]
+    l = lab.launch(site, args, [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text() + "\n" + site.sshd_logs()
+    assert sorted(l.lines[1]) == sorted(f"{x.name}: {x.name}" for x in site.hosts), l.text()
+    assert_exited(l.hosts(), site.hosts)
+
+
+def test_fanout_one_still_starts_every_host(lab):
+    site = lab.site(4)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--fanout", "1", "-H",
+                          names_arg(site.hosts)], [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text()
+    assert_exited(l.hosts(), site.hosts)
+
+
+# ---- hosts that never start --------------------------------------------------------------------
+
+def test_unreachable_host_connect_timeout_ssh(lab):
+    """Host 1's link is down before the launch: ssh's SYN goes nowhere. The connect deadline
+    (1.5 s) ends it before ssh's own ConnectTimeout (2 s, rounded up); the others start."""
+    site = lab.site(3, sshd=True)
+    site.cut(1)
+    l = lab.launch(site, [*common(), "--connect-timeout", "1500ms", "-H", names_arg(site.hosts)],
+                   [IP, "netns", "identify"])
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    bad = result[site.hosts[1].name]
+    assert bad["started"] is False and bad["state"] == "failed", bad
+    assert bad["reason"] == "connect-timeout", bad
+    assert_exited(result, [site.hosts[0], site.hosts[2]])
+    assert sorted(l.lines[1]) == sorted(f"{x.name}: {x.name}"
+                                        for x in (site.hosts[0], site.hosts[2])), l.text()
+    assert "connect-timeout" in l.text(2), "the table shows why"
+    assert l.elapsed < 1.5 + 8, l.elapsed
+
+
+def test_silent_agent_connect_timeout_kills_its_group(lab):
+    """An agent that never writes its banner: host failed (connect-timeout), and its whole
+    process group is killed, the child it forked too."""
+    site = lab.site(2)
+    quiet = site.hosts[1]
+    fd = lab.expect_pids(quiet)
+    l = lab.launch(site, [*lab.netns_agent({quiet: "silent"}), *common(),
+                          "--connect-timeout", "500ms", "-H", names_arg(site.hosts)],
+                   [IP, "netns", "identify"])
+    pids = lab.read_pids(fd)
+    assert len(pids) == 2
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    assert result[quiet.name]["state"] == "failed", result[quiet.name]
+    assert result[quiet.name]["reason"] == "connect-timeout", result[quiet.name]
+    assert_exited(result, [site.hosts[0]])
+    assert lab.wait_writers_gone(fd, 2), "the silent agent or its child outlived the launcher"
+    pids_gone(pids, 1)
+
+
+def test_missing_host_is_unreachable_with_diagnostic(lab):
+    """The agent exits before its banner (ip netns exec: no such namespace, exit 255): failed,
+    reason unreachable, with the agent's own message as the diagnostic; never mixed into the
+    commands' output."""
+    site = lab.site(2)
+    ghost = f"tend-{site.id:03x}-nohost"
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H",
+                          f"{names_arg(site.hosts)},{ghost}"], [IP, "netns", "identify"])
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    g = result[ghost]
+    assert (g["started"], g["state"], g["reason"]) == (False, "failed", "unreachable"), g
+    assert ghost in (g["diagnostic"] or ""), g  # ip: Cannot open network namespace "..."
+    assert_exited(result, site.hosts)
+    assert not any(line.startswith(ghost + ":") for line in l.lines[1]), l.text()
+
+
+@pytest.mark.parametrize("how", ["black-hole", "no-route"])
+def test_host_that_cannot_call_back(lab, how):
+    """Host 2's agent starts and writes its banner, but cannot reach the launcher.
+    black-hole: its link is down, so its connects hang (no ARP answer): the start deadline
+    ends it (failed, start-timeout). no-route: a namespace with loopback only, every connect
+    fails at once: the agent gives up and says so (failed, agent-exited, with its message).
+    Either way its command never ran and nothing is left running in its namespace."""
+    site = lab.site(3, isolated={2} if how == "no-route" else ())
+    cut_off = site.hosts[2]
+    if how == "black-hole":
+        site.cut(cut_off)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--start-timeout", "1s",
+                          "-H", names_arg(site.hosts)], lab.marker_command())
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    e = result[cut_off.name]
+    reason = "start-timeout" if how == "black-hole" else "agent-exited"
+    assert (e["started"], e["state"], e["reason"]) == (False, "failed", reason), e
+    if how == "no-route":
+        assert "call back" in (e["diagnostic"] or ""), e
+    assert not lab.ran(cut_off)
+    assert_exited(result, site.hosts[:2])
+    assert all(lab.ran(h) for h in site.hosts[:2])
+    assert site.leftovers(grace=2) == {}, "the agent was not stopped on its host"
+
+
+def test_spawn_failed_on_the_remote_side(lab):
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(site.hosts)],
+                   ["/nonexistent/tend-test-command", "x"])
+    assert l.finish() == 2, l.text()
+    for h in site.hosts:
+        e = l.hosts()[h.name]
+        assert (e["started"], e["state"], e["reason"]) == (False, "failed", "spawn-failed"), e
+        assert "No such file or directory" in (e["message"] or ""), e
+
+
+def test_precheck_refusal_is_refused_not_failed(lab):
+    site = lab.site(3)
+    no = site.hosts[1]
+    pre = (f'h=$({IP} netns identify); echo checked "$h"; '
+           f'if [ "$h" = {no.name} ]; then echo "no room on $h" >&2; exit 3; fi')
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--precheck", pre,
+                          "-H", names_arg(site.hosts)], lab.marker_command())
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    e = result[no.name]
+    assert (e["started"], e["state"]) == (False, "refused"), e
+    # The precheck's exit code: in exit_code, or (exit_code being the command's) in the
+    # message.
+    assert e["exit_code"] == 3 or "code 3" in (e["message"] or ""), e
+    # The precheck's output comes home with the refusal.
+    assert f"no room on {no.name}" in json.dumps(e) + l.text(2), l.text()
+    assert not lab.ran(no)
+    assert_exited(result, [site.hosts[0], site.hosts[2]])
+    assert sorted(l.lines[1]) == sorted(f"{h.name}: {h.name}"
+                                        for h in (site.hosts[0], site.hosts[2])), l.text()
+
+
+# ---- callbacks that must not be trusted ------------------------------------------------------
+
+def test_forged_callbacks_are_refused(lab):
+    """A callback that cannot prove its token is dropped and reported, and does not spoil
+    the host it claims: wrong MAC, unknown host index, a second callback for a host that
+    has called back already, a frame that is not HELLO. Then the right proof for the same
+    host is still accepted (START is answered GO)."""
+    site = lab.site(3)
+    h0, h1, h2 = site.hosts
+    fd = lab.expect_pids(h2)
+    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(), "--start-timeout", "10s",
+                          "-H", names_arg(site.hosts)], lab.gate_command())
+    lab.read_pids(fd)
+    l.ready_pids([h0, h1])
+    job = lab.job_line(h2)
+    assert job["host"] == h2.name and job["index"] == 2, job
+    token = base64.b64decode(job["token"])
+    assert len(token) == 32
+    refused = r"^tend: launch: callback from \S+:\d+ refused: "
+
+    # 1. Wrong MAC: the launcher's challenge is right, our proof is made with another token.
+    with connect(job) as s:
+        na, nl = hello(s, 2, token)
+        wrong = bytes([token[0] ^ 1]) + token[1:]
+        s.sendall(frame(PROOF, 2, mac(wrong, b"A", 2, na, nl)))
+        assert recv_until_closed(s) == []
+    l.wait_line(refused, stream=2, count=1)
+
+    # 2. An index no host has.
+    with connect(job) as s:
+        if hello(s, 99, None) is not None:
+            s.sendall(frame(PROOF, 99, os.urandom(32)))
+        assert recv_until_closed(s) == []
+    l.wait_line(refused, stream=2, count=2)
+
+    # 3. Host 0 has called back already (its command is running).
+    with connect(job) as s:
+        if hello(s, 0, None) is not None:
+            s.sendall(frame(PROOF, 0, os.urandom(32)))
+        assert recv_until_closed(s) == []
+    l.wait_line(refused, stream=2, count=3)
+
+    # 4. Not a handshake at all: START first, with a payload above the 64-byte bound.
+    with connect(job) as s:
+        s.sendall(frame(START, 2, b"x" * 100))
+        assert recv_until_closed(s) == []
+    l.wait_line(refused, stream=2, count=4)
+
+    # The true proof for host 2 still works: START is answered GO.
+    with connect(job) as s:
+        na, nl = hello(s, 2, token)
+        s.sendall(frame(PROOF, 2, mac(token, b"A", 2, na, nl)))
+        s.sendall(frame(START, 2))
+        f = recv_frame(s)
+        while f is not None and f[0] != GO:
+            f = recv_frame(s)  # heartbeats may come first
+        assert f is not None and f[:2] == (GO, 2), f
+    # Closing after GO: host 2 is gone; the others finish normally.
+    lab.open_gate(h0)
+    lab.open_gate(h1)
+    assert l.finish() == 2, l.text()
+    obj = l.result()
+    assert obj["refused_callbacks"] == 4, obj
+    result = l.hosts()
+    assert_exited(result, [h0, h1])
+    assert result[h2.name]["state"] in ("lost", "failed"), result[h2.name]
+    assert not [m for m in l.lines[1] if m.startswith(h2.name + ":")], l.text()
+
+
+def test_agent_with_a_forged_token_never_runs_the_command(lab):
+    """The job line reaches host 1's real agent with one bit of its token flipped: the
+    handshake cannot succeed either way, the host never starts, its command never runs."""
+    site = lab.site(2)
+    bad = site.hosts[1]
+    l = lab.launch(site, [*lab.netns_agent({bad: "forge"}), *common(), "--start-timeout", "3s",
+                          "-H", names_arg(site.hosts)], lab.marker_command())
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    e = result[bad.name]
+    assert (e["started"], e["state"]) == (False, "failed"), e
+    assert not lab.ran(bad)
+    assert_exited(result, [site.hosts[0]])
+
+
+def test_late_callback_gets_abort(lab):
+    """Host 1's agent writes its banner and keeps quiet past the start deadline; the launcher
+    gives up on it (start-timeout) and kills it. A callback for host 1 after that, with the
+    right token, is answered ABORT: a late starter is never told GO."""
+    site = lab.site(2)
+    h0, late = site.hosts
+    fd = lab.expect_pids(late)
+    l = lab.launch(site, [*lab.netns_agent({late: "capture"}), *common(),
+                          "--start-timeout", "500ms", "-H", names_arg(site.hosts)],
+                   lab.gate_command())
+    lab.read_pids(fd)
+    l.ready_pids([h0])
+    job = lab.job_line(late)
+    token = base64.b64decode(job["token"])
+    assert lab.wait_writers_gone(fd, 5), "the launcher did not stop the agent at its deadline"
+    with connect(job) as s:
+        got = hello(s, 1, token)
+        frames = []
+        if got is not None:
+            na, nl = got
+            s.sendall(frame(PROOF, 1, mac(token, b"A", 1, na, nl)))
+            frames = recv_until_closed(s)
+        kinds = [f[0] for f in frames]
+        assert ABORT in kinds and GO not in kinds, f"frames after a late proof: {frames}"
+    lab.open_gate(h0)
+    assert l.finish() == 2, l.text()
+    e = l.hosts()[late.name]
+    assert (e["started"], e["state"], e["reason"]) == (False, "failed", "start-timeout"), e
+    assert_exited(l.hosts(), [h0])
+
+
+# ---- the lifeline -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("agent", ["netns", "ssh"])
+def test_launcher_killed_leaves_nothing_running(lab, helper, agent):
+    """SIGKILL to tend launch mid-run: on every host the command (which ignores SIGTERM) is
+    gone within the lifeline's bound, and every agent with it."""
+    site = lab.site(3, sshd=(agent == "ssh"))
+    args = [*common(), "-H", names_arg(site.hosts)]
+    if agent == "netns":
+        args = lab.netns_agent() + args
+    l = lab.launch(site, args, ["/usr/bin/env", "HELPER_READY_FD=1", helper, "ignore-term"])
+    pids = l.ready_pids(site.hosts)
+    l.proc.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    pids_gone(list(pids.values()), LIFELINE_BOUND)
+    took = time.monotonic() - t0
+    assert site.leftovers(grace=2) == {}
+    assert took < LIFELINE_BOUND
+
+
+def test_agent_killed_its_guard_stops_the_command(lab):
+    """SIGKILL to host 0's agent: the guard kills the command at once; the launcher reports
+    host 0 lost; host 1 goes on."""
+    site = lab.site(2)
+    h0, h1 = site.hosts
+    l = lab.launch(site, [*lab.netns_agent(), *common(hb=2.0), "-H", names_arg(site.hosts)],
+                   lab.gate_command())
+    pids = l.ready_pids(site.hosts)
+    os.kill(agent_pid(site, h0), signal.SIGKILL)
+    # Heartbeat 2s: gone well before a heartbeat could have been missed.
+    pids_gone([pids[h0.name]], 2.0)
+    lab.open_gate(h1)
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    assert (result[h0.name]["started"], result[h0.name]["state"]) == (True, "lost"), result
+    assert_exited(result, [h1])
+
+
+def test_link_cut_mid_run(lab):
+    """Host 1's link goes down while its command runs: no EOF anywhere (the agent's stdin is
+    a local pipe), only missed heartbeats. The command is stopped on that host, the host is
+    reported lost, the others finish."""
+    site = lab.site(3)
+    h0, h1, h2 = site.hosts
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(site.hosts)],
+                   lab.gate_command())
+    pids = l.ready_pids(site.hosts)
+    site.cut(h1)
+    pids_gone([pids[h1.name]], LIFELINE_BOUND)
+    lab.open_gate(h0)
+    lab.open_gate(h2)
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    assert (result[h1.name]["started"], result[h1.name]["state"]) == (True, "lost"), result
+    assert_exited(result, [h0, h2])
+
+
+def test_remote_timeout(lab, helper):
+    """--timeout is enforced by the agent: the command ignores TERM, the ladder's KILL ends
+    it; timed-out; exit 1."""
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--timeout", "400ms",
+                          "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "ignore-term"])
+    pids = l.ready_pids(site.hosts)
+    assert l.finish() == 1, l.text()
+    for h in site.hosts:
+        e = l.hosts()[h.name]
+        assert (e["started"], e["state"]) == (True, "timed-out"), e
+    pids_gone(list(pids.values()), 1)
+    assert l.elapsed < 0.4 + LADDER_SECONDS + 8
+
+
+# ---- signals ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP", "USR1", "USR2"])
+def test_signals_are_forwarded_to_every_command(lab, helper, sig):
+    site = lab.site(3)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", sig])
+    l.ready_pids(site.hosts)
+    l.proc.send_signal(getattr(signal, "SIG" + sig))
+    alt = "|".join(re.escape(h.name) for h in site.hosts)
+    got = l.wait_line(rf"^({alt}): got {sig} from \d+$", count=3)
+    assert sorted(m.group(1) for m in got) == sorted(site.names)
+    assert l.finish() == 0, l.text()
+    assert_exited(l.hosts(), site.hosts)
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+def test_output_of_8_hosts_interleaved_nothing_lost(lab, helper):
+    site = lab.site(8)
+    n = 3000
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-q", "-H", names_arg(site.hosts)],
+                   [helper, "numbered", n])
+    assert l.finish() == 0, l.text()[-3000:]
+    for stream, tag in ((1, "out"), (2, "err")):
+        per_host = {h.name: [] for h in site.hosts}
+        for line in l.lines[stream]:
+            if stream == 2 and line.startswith("tend: "):
+                continue
+            host, sep, rest = line.partition(": ")
+            assert sep and host in per_host, f"stream {stream}: unexpected line {line!r}"
+            per_host[host].append(rest)
+        want = [f"{tag} {i}" for i in range(n)] + [f"{tag} end"]
+        for host, got in per_host.items():
+            if got != want:
+                first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
+                             min(len(got), len(want)))
+                pytest.fail(f"{host} {tag}: {len(got)} lines, expected {len(want)}; first "
+                            f"difference at {first}: {got[first:first + 3]} vs "
+                            f"{want[first:first + 3]}", pytrace=False)
+    assert_exited(l.hosts(), site.hosts)
+
+
+def test_gather_groups_identical_outputs(lab):
+    site = lab.site(6)
+    h = site.hosts
+    script = (f'case $({IP} netns identify) in '
+              f'{h[3].name}) echo different; echo different-err >&2;; '
+              f'{h[5].name}) ;; '
+              f'*) echo same; echo same-err >&2;; esac')
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--gather", "-q",
+                          "-H", names_arg(h)], ["/bin/sh", "-c", script])
+    assert l.finish() == 0, l.text()
+    tag = f"tend-{site.id:03x}-h"
+    assert l.lines[1] == [f"==== {tag}[0-2,4] (4 hosts) ====", "same",
+                          f"==== {tag}3 (1 host) ====", "different"], l.text()
+    err = [x for x in l.lines[2] if not x.startswith("tend: ")]
+    assert err.count("same-err") == 1 and err.count("different-err") == 1, l.text()
+    assert not any(x.startswith(tag) and ": " in x for x in err), l.text()
+
+
+# ---- result and exit codes --------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,rc", [("all-zero", 0), ("one-nonzero", 1), ("one-killed", 1),
+                                     ("one-never-started", 2)])
+def test_json_result_and_exit_code(lab, case, rc):
+    site = lab.site(3)
+    odd = site.hosts[1]
+    what = {"all-zero": "exit 0", "one-nonzero": "exit 3", "one-killed": "kill -KILL $$",
+            "one-never-started": "exit 0"}[case]
+    script = f'[ "$({IP} netns identify)" = {odd.name} ] && {what}; exit 0'
+    hosts = site.hosts
+    args = [*lab.netns_agent(), *common(), "-H", names_arg(hosts)]
+    if case == "one-never-started":
+        args = [*lab.netns_agent({odd: "silent"}), *common(), "--connect-timeout", "300ms",
+                "-H", names_arg(hosts)]
+    l = lab.launch(site, args, ["/bin/sh", "-c", script])
+    assert l.finish() == rc, l.text()
+    result = l.hosts()
+    assert [result[h.name]["index"] for h in hosts] == [0, 1, 2]
+    others = [hosts[0], hosts[2]]
+    assert_exited(result, others)
+    e = result[odd.name]
+    if case == "all-zero":
+        assert_exited(result, [odd])
+    elif case == "one-nonzero":
+        assert_exited(result, [odd], code=3)
+    elif case == "one-killed":
+        assert (e["started"], e["state"]) == (True, "killed"), e
+        assert e["signal"] in ("KILL", "SIGKILL", 9), e
+    else:
+        assert (e["started"], e["state"], e["reason"]) == (False, "failed", "connect-timeout"), e
+    for h in hosts:
+        w = result[h.name]["wall_seconds"]
+        if result[h.name]["started"]:
+            assert isinstance(w, (int, float)) and 0 <= w < TIMEOUT, result[h.name]
+        else:
+            assert w is None or isinstance(w, (int, float)), result[h.name]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--", "true"], r"host"),
+    (["-H", "n[1-", "--", "true"], r"n\[1-.*unterminated|unterminated.*n\[1-"),
+    (["-H", "a,b", "-H", "a", "--", "true"], r"duplicate host 'a'"),
+    (["-H", "-oProxyCommand=x", "--", "true"], r"starts with '-'"),
+    (["-H", "a"], r"command"),
+    (["-H", "a", "--no-such-option", "--", "true"], r"no-such-option"),
+    (["-H", "a", "--fanout", "0", "--", "true"], r"fanout"),
+    (["-H", "a", "--heartbeat", "soon", "--", "true"], r"soon"),
+])
+def test_usage_errors_exit_125(tend, tmp, args, message):
+    """No hosts, a bad list, a duplicate, no command, bad options: 125 with a message,
+    before any agent is started (no root needed)."""
+    json_path = Path(tmp) / "r.json"
+    r = subprocess.run([str(tend), "launch", "--agent", "/bin/false %h", "--json",
+                        str(json_path), *args], capture_output=True, text=True,
+                       timeout=TIMEOUT, env=child_env(), stdin=subprocess.DEVNULL)
+    assert r.returncode == 125, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("tend: "), r.stderr
+    assert re.search(message, r.stderr), r.stderr
+    assert r.stdout == ""
+
+
+def test_hostfile_error_names_file_and_line(tend, tmp):
+    path = Path(tmp) / "hosts"
+    path.write_text("# cluster\nok1\nbad host\n")
+    r = subprocess.run([str(tend), "launch", "--hostfile", str(path), "--", "true"],
+                       capture_output=True, text=True, timeout=TIMEOUT, env=child_env(),
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    assert f"--hostfile {path}:3: " in r.stderr, r.stderr
+
+
+# ---- tree mode ------------------------------------------------------------------------------------
+
+def tree_parent(k, width):
+    """The heap layout of doc/launch.md: host k's parent, or None for the launcher's own."""
+    return None if k < width else k // width - 1
+
+
+def test_tree_width_2_over_7_hosts(lab):
+    site = lab.site(7)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--tree", "2",
+                          "-H", names_arg(site.hosts)], lab.gate_command("echo bye"))
+    l.ready_pids(site.hosts, timeout=10)
+    # The agents form the tree: each agent's parent process is in its parent host's namespace
+    # (host 0's agent started the agents of hosts 2 and 3, and so on).
+    ns_of = {}
+    for h in site.hosts:
+        for pid in site.pids(h):
+            ns_of[pid] = h.index
+    for h in site.hosts:
+        parent = tree_parent(h.index, 2)
+        pp = ppid(agent_pid(site, h))
+        if parent is None:
+            assert pp not in ns_of, f"{h.name}'s agent was not started by the launcher"
+        else:
+            assert ns_of.get(pp) == parent, \
+                f"{h.name}'s agent has parent {describe(pp)}, expected host {parent}'s agent"
+    for h in site.hosts:
+        lab.open_gate(h)
+    assert l.finish() == 0, l.text()
+    assert sorted(x for x in l.lines[1] if x.endswith(": bye")) == \
+        sorted(f"{h.name}: bye" for h in site.hosts), l.text()
+    assert_exited(l.hosts(), site.hosts)
+
+
+def test_tree_interior_agent_killed_its_subtree_is_lost(lab):
+    """Width 2 over 7 hosts: host 0 is the parent of 2 and 3, host 2 of 6. Host 0's agent
+    killed: the commands of 0, 2, 3 and 6 are gone, those hosts are lost; 1, 4 and 5 go on."""
+    site = lab.site(7)
+    h = site.hosts
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--tree", "2",
+                          "-H", names_arg(h)], lab.gate_command())
+    pids = l.ready_pids(h, timeout=10)
+    os.kill(agent_pid(site, h[0]), signal.SIGKILL)
+    subtree = [h[0], h[2], h[3], h[6]]
+    rest = [h[1], h[4], h[5]]
+    pids_gone([pids[x.name] for x in subtree], LIFELINE_BOUND)
+    outside = [pids[x.name] for x in rest]
+    assert sorted(wait_gone(outside, 0)) == sorted(outside), "a host outside the subtree ended"
+    for x in rest:
+        lab.open_gate(x)
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    for x in subtree:
+        assert (result[x.name]["started"], result[x.name]["state"]) == (True, "lost"), \
+            result[x.name]
+    assert_exited(result, rest)
