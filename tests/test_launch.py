@@ -957,3 +957,37 @@ def test_tree_interior_agent_killed_its_subtree_is_lost(lab):
         assert (result[x.name]["started"], result[x.name]["state"]) == (True, "lost"), \
             result[x.name]
     assert_exited(result, rest)
+
+
+# ---- the manual -------------------------------------------------------------------------------
+
+def _man_options():
+    """The long options tagged in the OPTIONS section of man/tend-launch.1 (the line after
+    each .TP)."""
+    text = (REPO / "man" / "tend-launch.1").read_text()
+    section = text[text.index(".SH OPTIONS"):]
+    section = section[:section.index("\n.SH ", 1)]
+    lines = section.splitlines()
+    tags = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.startswith(".TP")]
+    opts = {o.replace("\\-", "-") for t in tags
+            for o in re.findall(r"\\-\\-([a-z](?:[a-z]|\\-)*)", t)}
+    return sorted(opts)
+
+
+def test_help_lists_every_option_of_the_manual_and_the_design(tend):
+    """--help comes from man/tend-launch.1; the page covers every option of doc/launch.md."""
+    r = subprocess.run([str(tend), "launch", "--help"], capture_output=True, text=True,
+                       timeout=TIMEOUT, env=child_env(), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stderr == "", r
+    opts = _man_options()
+    assert {"hosts", "user", "fanout", "quiet", "verbose", "tree"} <= set(opts), opts
+    design = (REPO / "doc" / "launch.md").read_text()
+    block = design[design.index("tend launch [OPTIONS]"):design.index("Durations as")]
+    wanted = sorted(set(re.findall(r"--([a-z][a-z-]*)", block)))
+    assert "gather" in wanted and "remote-tend" in wanted
+    for o in wanted:
+        assert o in opts, f"--{o} (doc/launch.md) is not an option of man/tend-launch.1"
+    for o in opts:
+        assert f"--{o}" in r.stdout, f"--{o} is missing from `tend launch --help`"
+    for short in ("-H, --hosts", "-l, --user", "-f, --fanout", "-q, --quiet", "-v, --verbose"):
+        assert short in r.stdout, short
