@@ -66,8 +66,9 @@ HELLO, CHALLENGE, PROOF, START, GO, ABORT = 1, 2, 3, 4, 5, 6
 class Launch:
     """A running `tend launch`: its output read by two threads into lines, as they come."""
 
-    def __init__(self, argv, env, json_path):
+    def __init__(self, argv, env, json_path, stall=None):
         self.argv = argv
+        self.stall = stall  # (bytes, seconds): stop reading stdout once, after that much
         self.json_path = json_path
         self.lines = {1: [], 2: []}
         self.cond = threading.Condition()
@@ -84,10 +85,16 @@ class Launch:
 
     def _read(self, stream, f):
         partial = b""
+        total = 0
         while True:
             data = f.read1(65536)
             if not data:
                 break
+            total += len(data)
+            if stream == 1 and self.stall and total >= self.stall[0]:
+                # The stimulus, not a synchronisation: a terminal that stops reading.
+                time.sleep(self.stall[1])
+                self.stall = None
             partial += data
             *done, partial = partial.split(b"\n")
             with self.cond:
@@ -196,7 +203,7 @@ class Lab:
             agent = f"{PY} {WRAP} {self.ctl} {spec} %h " + agent
         return ["--agent", agent]
 
-    def launch(self, site, args, command, *, json=True, env=None):
+    def launch(self, site, args, command, *, json=True, env=None, stall=None):
         json_path = None
         if json:
             self.n_json += 1
@@ -207,7 +214,7 @@ class Lab:
         argv += ["--", *map(str, command)]
         if site is not None:
             argv = site.wrap(argv)
-        l = Launch(argv, env or child_env(), json_path)
+        l = Launch(argv, env or child_env(), json_path, stall)
         self.launches.append(l)
         return l
 
@@ -697,16 +704,19 @@ def test_late_callback_gets_abort(lab):
 
 # ---- the lifeline -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("agent", ["netns", "ssh"])
+@pytest.mark.parametrize("agent", ["netns", "ssh", "netns-tree"])
 def test_launcher_killed_leaves_nothing_running(lab, helper, agent):
     """SIGKILL to tend launch mid-run: on every host the command (which ignores SIGTERM) is
-    gone within the lifeline's bound, and every agent with it."""
-    site = lab.site(3, sshd=(agent == "ssh"))
+    gone within the lifeline's bound, and every agent with it (in tree mode too: 5 hosts,
+    width 2, so the lifeline is relayed down two levels)."""
+    site = lab.site(5 if agent == "netns-tree" else 3, sshd=(agent == "ssh"))
     args = [*common(), "-H", names_arg(site.hosts)]
-    if agent == "netns":
+    if agent.startswith("netns"):
         args = lab.netns_agent() + args
+    if agent == "netns-tree":
+        args += ["--tree", "2"]
     l = lab.launch(site, args, ["/usr/bin/env", "HELPER_READY_FD=1", helper, "ignore-term"])
-    pids = l.ready_pids(site.hosts)
+    pids = l.ready_pids(site.hosts, timeout=10)
     l.proc.send_signal(signal.SIGKILL)
     t0 = time.monotonic()
     pids_gone(list(pids.values()), LIFELINE_BOUND)
@@ -784,6 +794,41 @@ def test_signals_are_forwarded_to_every_command(lab, helper, sig):
     assert_exited(l.hosts(), site.hosts)
 
 
+def test_int_cancels_hosts_not_started_yet(lab, helper):
+    """INT while host 2 has not started (its agent is up but has not called back): the
+    started commands get INT and go on; host 2's agent is stopped, it is reported cancelled,
+    and a callback for it afterwards, with the right token, is answered ABORT."""
+    site = lab.site(3)
+    h0, h1, h2 = site.hosts
+    fd = lab.expect_pids(h2)
+    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(), "--start-timeout", "20s",
+                          "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", "INT", "USR1"])
+    lab.read_pids(fd)
+    l.ready_pids([h0, h1])
+    job = lab.job_line(h2)
+    token = base64.b64decode(job["token"])
+    l.proc.send_signal(signal.SIGINT)
+    l.wait_line(rf"^({re.escape(h0.name)}|{re.escape(h1.name)}): got INT from \d+$", count=2)
+    assert lab.wait_writers_gone(fd, 5), "the agent of the host not started was not stopped"
+    with connect(job) as s:
+        got = hello(s, 2, token)
+        frames = []
+        if got is not None:
+            na, nl = got
+            s.sendall(frame(PROOF, 2, mac(token, b"A", 2, na, nl)))
+            s.sendall(frame(START, 2))
+            frames = recv_until_closed(s)
+        kinds = [f[0] for f in frames]
+        assert ABORT in kinds and GO not in kinds, f"frames after cancellation: {frames}"
+    # The started commands are still there, waiting for USR1.
+    l.proc.send_signal(signal.SIGUSR1)
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    assert (result[h2.name]["started"], result[h2.name]["state"]) == (False, "cancelled"), result
+    assert_exited(result, [h0, h1])
+
+
 # ---- output --------------------------------------------------------------------------------------
 
 def test_output_of_8_hosts_interleaved_nothing_lost(lab, helper):
@@ -808,6 +853,37 @@ def test_output_of_8_hosts_interleaved_nothing_lost(lab, helper):
                 pytest.fail(f"{host} {tag}: {len(got)} lines, expected {len(want)}; first "
                             f"difference at {first}: {got[first:first + 3]} vs "
                             f"{want[first:first + 3]}", pytrace=False)
+    assert_exited(l.hosts(), site.hosts)
+
+
+def test_slow_reader_slows_the_hosts_nothing_lost(lab, helper):
+    """Two hosts each write 4.2 MB on both streams in chunks of up to 64 KiB, far more than
+    every pipe, socket and queue between them and us holds, and our reading of tend's
+    standard output stops for 5 heartbeat intervals after the first 256 KiB (a terminal
+    that does not keep up). Backpressure, not dropping and not losing: the hosts wait, the
+    pause is not a missed heartbeat on either side, and every byte arrives, in order, with
+    its host's prefix, on its stream."""
+    site = lab.site(2)
+    lines = 350000
+    size = 12 * lines  # the helper's pattern: 12-byte lines "O 000000001\n"
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-q", "-H", names_arg(site.hosts)],
+                   [helper, "flood", size], stall=(256 * 1024, 5 * HEARTBEAT))
+    rc = l.finish(timeout=60)
+    assert rc == 0, (json.dumps(l.result()) if l.json_path.exists() else "") + l.text()[-2000:]
+    for stream, tag in ((1, "O"), (2, "E")):
+        text = "\n".join(l.lines[stream]) + "\n"
+        want = "".join(f"{tag} {i:09d}\n" for i in range(1, lines + 1))
+        for h in site.hosts:
+            got = "".join(re.findall(rf"^{re.escape(h.name)}: (.*\n)", text, re.M))
+            if got != want:
+                i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b),
+                         min(len(got), len(want)))
+                pytest.fail(f"{h.name} stream {stream}: {len(got)} bytes, expected {len(want)};"
+                            f" first difference at byte {i}: {got[i:i + 40]!r} vs "
+                            f"{want[i:i + 40]!r}", pytrace=False)
+        others = [x for x in l.lines[stream]
+                  if not any(x.startswith(h.name + ": ") for h in site.hosts)]
+        assert others == [], others[:5]
     assert_exited(l.hosts(), site.hosts)
 
 
@@ -889,6 +965,21 @@ def test_usage_errors_exit_125(tend, tmp, args, message):
     assert r.stderr.startswith("tend: "), r.stderr
     assert re.search(message, r.stderr), r.stderr
     assert r.stdout == ""
+
+
+def test_json_on_stderr(lab):
+    """--json -: the object on standard error, on a line of its own, after the table."""
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--json", "-",
+                          "-H", names_arg(site.hosts)], ["/bin/sh", "-c", "echo x >&2"],
+                   json=False)
+    assert l.finish() == 0, l.text()
+    last = l.lines[2][-1]
+    obj = json.loads(last)
+    assert [h["host"] for h in obj["hosts"]] == site.names
+    assert all(h["state"] == "exited" for h in obj["hosts"]), obj
+    assert sorted(x for x in l.lines[2] if x.endswith(": x")) == \
+        sorted(f"{h.name}: x" for h in site.hosts), l.text()
 
 
 def test_hostfile_error_names_file_and_line(tend, tmp):
