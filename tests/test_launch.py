@@ -470,6 +470,68 @@ def test_fanout_one_still_starts_every_host(lab):
     assert_exited(l.hosts(), site.hosts)
 
 
+def test_agent_template_expansion(lab):
+    """%h, %n, %u and %% in the agent template (-l sets %u), and the two words appended: the
+    remote tend's path and launch-agent. The environment set by the template reaches the
+    command through ip netns exec and the agent."""
+    site = lab.site(2)
+    agent = f"/usr/bin/env TT_N=%n TT_U=%u TT_P=100%% TT_H=%h {IP} netns exec %h"
+    l = lab.launch(site, ["--agent", agent, *common(), "-l", "someone", "-H",
+                          names_arg(site.hosts)],
+                   ["/bin/sh", "-c", 'echo "$TT_H $TT_N $TT_U $TT_P"'])
+    assert l.finish() == 0, l.text()
+    assert sorted(l.lines[1]) == sorted(f"{h.name}: {h.name} {h.index} someone 100%"
+                                        for h in site.hosts), l.text()
+
+
+def test_remote_tend_path(lab, tend, tmp):
+    """--remote-tend: the agent on the host is that program (here a copy of tend)."""
+    site = lab.site(1)
+    copy = Path(tmp) / "bin" / "tend-copy"
+    copy.parent.mkdir()
+    shutil.copy2(tend, copy)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--remote-tend", copy,
+                          "-H", names_arg(site.hosts)],
+                   ["/bin/sh", "-c", 'readlink "/proc/$PPID/exe"'])
+    assert l.finish() == 0, l.text()
+    assert l.lines[1] == [f"{site.names[0]}: {copy}"], l.text()
+
+
+def test_command_leftovers_are_stopped_on_the_host(lab, helper):
+    """The command leaves a daemon behind (double fork and setsid): the agent stops it
+    before it reports the end, so nothing remains in the host's namespace."""
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "escape"])
+    assert l.finish() == 0, l.text()
+    escaped = [int(m.group(1)) for m in map(re.compile(r": ready (\d+)").search, l.lines[1]) if m]
+    assert len(escaped) == 2, l.text()
+    pids_gone(escaped, 2)
+    assert_exited(l.hosts(), site.hosts)
+
+
+def test_fanout_limits_agents_waiting_for_their_callback(lab):
+    """--fanout 2, four agents that write their banner and never call back: the third agent
+    is started only once one of the first two has been given up (start deadline)."""
+    site = lab.site(4)
+    fds = [lab.expect_pids(h) for h in site.hosts]
+    l = lab.launch(site, [*lab.netns_agent({h: "capture" for h in site.hosts}), *common(),
+                          "--fanout", "2", "--start-timeout", "300ms",
+                          "-H", names_arg(site.hosts)], [IP, "netns", "identify"])
+    lab.read_pids(fds[0])
+    lab.read_pids(fds[1])
+    lab.read_pids(fds[2])
+    # By now (a Python start later) the agent whose slot was freed is dead; the others
+    # live until their 300ms deadline, so a short look tells the two cases apart.
+    dead = [lab.wait_writers_gone(fd, 0.1) for fd in fds[:2]]
+    assert any(dead), "a third agent was started while two were waiting for their callback"
+    lab.read_pids(fds[3])
+    assert l.finish() == 2, l.text()
+    for h in site.hosts:
+        e = l.hosts()[h.name]
+        assert (e["state"], e["reason"]) == ("failed", "start-timeout"), e
+
+
 # ---- hosts that never start --------------------------------------------------------------------
 
 def test_unreachable_host_connect_timeout_ssh(lab):
@@ -605,6 +667,17 @@ def test_forged_callbacks_are_refused(lab):
     assert job["host"] == h2.name and job["index"] == 2, job
     token = base64.b64decode(job["token"])
     assert len(token) == 32
+    # The token is on no process's command line and in no environment (issue 5).
+    exposed = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            for what in ("cmdline", "environ"):
+                try:
+                    if job["token"].encode() in Path(f"/proc/{name}/{what}").read_bytes():
+                        exposed.append(f"{what} of {describe(int(name))}")
+                except OSError:
+                    pass
+    assert not exposed, exposed
     refused = r"^tend: launch: callback from \S+:\d+ refused: "
 
     # 1. Wrong MAC: the launcher's challenge is right, our proof is made with another token.
