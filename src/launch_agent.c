@@ -16,6 +16,7 @@
  * Our own messages go to our stderr, which the launcher keeps as the host's diagnostic;
  * never into OUT frames. */
 #include "launch.h"
+#include "launch_node.h"
 #include "run_summary.h"
 
 #include <fcntl.h>
@@ -103,12 +104,20 @@ struct agent {
         size_t n_leftovers, n_leftovers_total;
 
         tend_signal *signals[3];
+
+        /* tree mode: the children this agent starts and relays for */
+        struct node *node;
+        struct node_child *children;
+        size_t n_children;
+        json_t *tree_cfg;
+        bool node_idle, done_sent;
 };
 
 static void agent_finish(struct agent *a, int code);
 static void lifeline_lost(struct agent *a, const char *why);
 static void maybe_send_start(struct agent *a);
 static void command_maybe_done(struct agent *a);
+static void own_final(struct agent *a);
 
 static void amsg(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void amsg(struct agent *a, const char *fmt, ...) {
@@ -200,10 +209,19 @@ static void guard_release(struct agent *a) {
         }
 }
 
+static void lost_maybe_finish(struct agent *a) {
+        if (a->node && !a->node_idle)
+                return; /* the children's agents end soon: the node stops them */
+        if (a->proc && !(a->exited && tend_group_empty(a->group)) && !a->ladder_done)
+                return;
+        guard_release(a);
+        agent_finish(a, a->exit_sent && a->done_sent ? AGENT_OK : AGENT_LOST);
+}
+
 static void on_lost_stopped(tend_group *g, int step, void *userdata) {
         struct agent *a = userdata;
-        guard_release(a);
-        agent_finish(a, AGENT_LOST);
+        a->ladder_done = true;
+        lost_maybe_finish(a);
 }
 
 static void on_lost_proc_stopped(tend_proc *p, int step, void *userdata) {
@@ -222,6 +240,9 @@ static void lifeline_lost(struct agent *a, const char *why) {
                 tend_timer_stop(a->run_timer);
         if (a->pre_group)
                 (void)tend_group_kill(a->pre_group);
+        /* Our children lose their lifeline with us: their subtrees stop on their own. */
+        if (a->node && !a->node_idle)
+                node_abandon(a->node);
         if (a->proc && !(a->exited && tend_group_empty(a->group))) {
                 amsg(a, "lifeline lost (%s): stopping the command", why);
                 int e = a->exited ? tend_group_stop(a->group, &a->ladder, on_lost_stopped, a)
@@ -231,18 +252,16 @@ static void lifeline_lost(struct agent *a, const char *why) {
                         amsg(a, "cannot stop the command: %s; killing it", tend_strerror(e));
                         (void)tend_group_kill(a->group);
                         (void)tend_proc_signal(a->proc, SIGKILL);
-                        agent_finish(a, AGENT_LOST);
+                        a->ladder_done = true;
+                        lost_maybe_finish(a);
                 }
                 return;
         }
-        guard_release(a);
-        /* After EXIT (or REFUSED, FAILED) and DONE, the launcher closing is the normal end. */
-        if (a->exit_sent) {
-                agent_finish(a, AGENT_OK);
-                return;
-        }
-        amsg(a, "lifeline lost (%s)", why);
-        agent_finish(a, AGENT_LOST);
+        /* After DONE, the launcher closing is the normal end. */
+        if (!a->done_sent)
+                amsg(a, "lifeline lost (%s)", why);
+        a->ladder_done = true;
+        lost_maybe_finish(a);
 }
 
 /* ---- the command -------------------------------------------------------------------- */
@@ -305,14 +324,25 @@ static void send_exit(struct agent *a) {
                 .tend_exit_code = code,
         };
         int e = send_json(a, LP_EXIT, run_summary_json(&s));
-        if (e == 0)
-                e = lp_conn_send(a->conn, LP_DONE, 0, a->index, NULL, 0);
         if (e < 0) {
                 lifeline_lost(a, "cannot send the exit status");
                 return;
         }
         guard_release(a);
-        /* Leave once the launcher has it all. */
+        own_final(a);
+}
+
+/* Our own host has its result; DONE goes up once the subtree (tree mode) is final too, and
+ * we leave once the launcher has it all. */
+static void own_final(struct agent *a) {
+        a->exit_sent = true;
+        if (a->done_sent || a->stopping || (a->node && !a->node_idle) || !a->conn)
+                return;
+        a->done_sent = true;
+        if (lp_conn_send(a->conn, LP_DONE, 0, a->index, NULL, 0) < 0) {
+                lifeline_lost(a, "cannot send DONE");
+                return;
+        }
         lp_conn_want_empty(a->conn);
 }
 
@@ -398,14 +428,11 @@ static void send_spawn_failed(struct agent *a, const char *message) {
         json_t *o = json_pack("{s:s,s:s,s:s}", "reason", "spawn-failed", "message", message,
                               "diagnostic", "");
         int e = send_json(a, LP_FAILED, o);
-        if (e == 0)
-                e = lp_conn_send(a->conn, LP_DONE, 0, a->index, NULL, 0);
         if (e < 0) {
                 lifeline_lost(a, "cannot send the failure");
                 return;
         }
-        a->exit_sent = true;
-        lp_conn_want_empty(a->conn);
+        own_final(a);
 }
 
 static int start_guard(struct agent *a) {
@@ -468,7 +495,10 @@ static void command_start(struct agent *a) {
         memset(&so, 0, sizeof so);
         so.argv = (const char *const *)a->command;
         so.group = a->group;
-        so.flags = TEND_SPAWN_SETPGID;
+        /* Ignored signals are reset: the command must get the SIGNAL frames forwarded to it
+         * (a launcher started in the background with INT ignored would otherwise hand that
+         * on through a local agent template; over ssh, sshd resets them anyway). */
+        so.flags = TEND_SPAWN_SETPGID | TEND_SPAWN_RESET_IGNORED;
         so.stdio[0].kind = TEND_STDIO_NULL;
         so.stdio[1].kind = TEND_STDIO_PIPE;
         so.stdio[2].kind = TEND_STDIO_PIPE;
@@ -519,6 +549,137 @@ static void command_start(struct agent *a) {
         }
 }
 
+/* ---- tree mode: the children below us ------------------------------------------------- */
+
+static void on_node_frame(struct node *n, const struct lp_frame *f, void *userdata) {
+        struct agent *a = userdata;
+        /* Frames from below go up unchanged; the host index says whom they are about. */
+        if (!a->conn || a->stopping)
+                return;
+        if (lp_conn_send(a->conn, f->type, f->stream, f->host, f->payload, f->len) < 0) {
+                lifeline_lost(a, "cannot relay a frame up");
+                return;
+        }
+        if (lp_conn_congested(a->conn)) {
+                node_pause_read(a->node, true);
+                for (int i = 1; i <= 2; i++)
+                        if (a->cap[i] && !tend_capture_done(a->cap[i]))
+                                tend_capture_pause(a->cap[i], true);
+        }
+}
+
+static void on_node_idle(struct node *n, void *userdata) {
+        struct agent *a = userdata;
+        a->node_idle = true;
+        if (a->stopping)
+                lost_maybe_finish(a);
+        else if (a->exit_sent)
+                own_final(a);
+}
+
+static const struct node_ops agent_node_ops = { .frame = on_node_frame, .idle = on_node_idle };
+
+static int tree_parse(struct agent *a, json_t *tree, const char **ret_why) {
+        json_t *children = json_object_get(tree, "children");
+        json_t *agent = json_object_get(tree, "agent");
+        json_t *rt = json_object_get(tree, "remote_tend");
+        json_t *fanout = json_object_get(tree, "fanout");
+        json_t *ct = json_object_get(tree, "connect_timeout_ms");
+        json_t *user = json_object_get(tree, "user");
+        if (!json_is_array(children) || !json_is_array(agent) || !json_array_size(agent) ||
+            !json_is_string(rt) || !json_is_integer(fanout) || json_integer_value(fanout) < 1 ||
+            json_integer_value(fanout) > 65536 || !json_is_integer(ct) ||
+            json_integer_value(ct) <= 0 || json_integer_value(ct) > 86400000LL * 365 ||
+            (user && !json_is_null(user) && !json_is_string(user))) {
+                *ret_why = "bad \"tree\"";
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < json_array_size(agent); i++)
+                if (!json_is_string(json_array_get(agent, i))) {
+                        *ret_why = "bad \"tree\" agent word";
+                        return -EINVAL;
+                }
+        a->n_children = json_array_size(children);
+        a->children = calloc(a->n_children ? a->n_children : 1, sizeof *a->children);
+        if (!a->children) {
+                *ret_why = "out of memory";
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < a->n_children; i++) {
+                json_t *c = json_array_get(children, i);
+                json_t *h = json_object_get(c, "host"), *idx = json_object_get(c, "index"),
+                       *tok = json_object_get(c, "token");
+                if (!json_is_string(h) || !json_is_integer(idx) || json_integer_value(idx) < 0 ||
+                    json_integer_value(idx) > 65535 || !json_is_string(tok) ||
+                    lp_key_from_base64(json_string_value(tok), a->children[i].token) < 0) {
+                        *ret_why = "bad \"tree\" child";
+                        return -EINVAL;
+                }
+                a->children[i].name = json_string_value(h);
+                a->children[i].index = (uint32_t)json_integer_value(idx);
+                a->children[i].subtree = json_object_get(c, "children");
+        }
+        a->tree_cfg = json_deep_copy(tree);
+        if (!a->tree_cfg) {
+                *ret_why = "out of memory";
+                return -ENOMEM;
+        }
+        json_object_del(a->tree_cfg, "children");
+        return 0;
+}
+
+/* Start our children once we are authenticated: their frames have a way up then. */
+static void tree_start(struct agent *a) {
+        if (!a->children || a->node)
+                return;
+        json_t *agent = json_object_get(a->tree_cfg, "agent");
+        size_t nw = json_array_size(agent);
+        char **words = calloc(nw + 1, sizeof *words);
+        if (!words) {
+                lifeline_lost(a, "out of memory");
+                return;
+        }
+        for (size_t i = 0; i < nw; i++)
+                words[i] = (char *)json_string_value(json_array_get(agent, i));
+        json_t *user = json_object_get(a->tree_cfg, "user");
+        char who[400];
+        snprintf(who, sizeof who, "launch-agent: host '%s'", a->host);
+        struct node_config cfg = {
+                .agent = words,
+                .remote_tend = json_string_value(json_object_get(a->tree_cfg, "remote_tend")),
+                .user = json_is_string(user) ? json_string_value(user) : NULL,
+                .fanout = (unsigned)json_integer_value(json_object_get(a->tree_cfg, "fanout")),
+                .connect_timeout = (uint64_t)json_integer_value(
+                                           json_object_get(a->tree_cfg, "connect_timeout_ms")) * 1000,
+                .start_timeout = a->start_timeout,
+                .heartbeat = a->heartbeat,
+                .job = a->job,
+                .tree = a->tree_cfg,
+                .who = who,
+        };
+        int e = node_new(a->loop, &cfg, a->children, a->n_children, &agent_node_ops, a, &a->node);
+        if (e == 0)
+                e = node_start(a->node);
+        free(words); /* node_new keeps copies */
+        if (e < 0) {
+                amsg(a, "cannot start the hosts below: %s", tend_strerror(e));
+                /* Each of them is reported by the node as failed where it can; without a
+                 * node, by us. */
+                if (!a->node) {
+                        for (size_t i = 0; i < a->n_children; i++) {
+                                json_t *o = json_pack("{s:s,s:s}", "reason", "parent-failed",
+                                                      "message", "its parent could not start it");
+                                char *t = launch_json_text(o);
+                                if (t)
+                                        (void)lp_conn_send(a->conn, LP_FAILED, 0,
+                                                           a->children[i].index, t, strlen(t));
+                                free(t);
+                        }
+                        a->node_idle = true;
+                }
+        }
+}
+
 /* ---- the connection ------------------------------------------------------------------ */
 
 static void on_frame(struct lp_conn *c, const struct lp_frame *f, void *userdata) {
@@ -546,6 +707,14 @@ static void on_frame(struct lp_conn *c, const struct lp_frame *f, void *userdata
                 lp_conn_set_max_payload(c, LP_MAX_PAYLOAD);
                 (void)lp_conn_heartbeat(c, a->heartbeat);
                 maybe_send_start(a);
+                tree_start(a);
+                return;
+        }
+        if (f->host != a->index && (f->type == LP_GO || f->type == LP_ABORT)) {
+                /* For a host below us: pass it down. A host already final has no way down
+                 * any more; that is no error. */
+                if (a->node)
+                        (void)node_send(a->node, f->host, f->type, f->payload, f->len);
                 return;
         }
         switch (f->type) {
@@ -565,7 +734,10 @@ static void on_frame(struct lp_conn *c, const struct lp_frame *f, void *userdata
                 }
                 if (a->pre_group)
                         (void)tend_group_kill(a->pre_group);
-                agent_finish(a, AGENT_OK);
+                tend_timer_stop(a->start_timer);
+                /* Our host is final (cancelled); in tree mode the subtree goes on. */
+                if (!a->exit_sent)
+                        own_final(a);
                 return;
         case LP_SIGNAL: {
                 if (f->len != 4)
@@ -576,6 +748,8 @@ static void on_frame(struct lp_conn *c, const struct lp_frame *f, void *userdata
                         break;
                 if (a->group && !a->exited)
                         (void)tend_group_signal(a->group, signo);
+                if (a->node)
+                        node_signal_all(a->node, signo);
                 return;
         }
         default:
@@ -593,12 +767,15 @@ static void on_closed(struct lp_conn *c, int err, const char *why, void *userdat
 }
 
 static void on_drained(struct lp_conn *c, void *userdata) {
-        on_out_resume(userdata);
+        struct agent *a = userdata;
+        on_out_resume(a);
+        if (a->node)
+                node_pause_read(a->node, false);
 }
 
 static void on_empty(struct lp_conn *c, void *userdata) {
         struct agent *a = userdata;
-        if (a->exit_sent)
+        if (a->done_sent)
                 agent_finish(a, AGENT_OK);
 }
 
@@ -781,14 +958,11 @@ static void maybe_send_start(struct agent *a) {
                 }
                 int e = lp_conn_send(a->conn, LP_REFUSED, 0, a->index, t, tl);
                 free(t);
-                if (e == 0)
-                        e = lp_conn_send(a->conn, LP_DONE, 0, a->index, NULL, 0);
                 if (e < 0) {
                         lifeline_lost(a, "cannot send REFUSED");
                         return;
                 }
-                a->exit_sent = true;
-                lp_conn_want_empty(a->conn);
+                own_final(a);
                 return;
         }
 }
@@ -955,6 +1129,14 @@ static int job_parse(struct agent *a, const char **ret_why) {
                 *ret_why = "bad \"stop\" ladder";
                 return -EINVAL;
         }
+        json_t *tree = json_object_get(j, "tree");
+        if (tree && !json_is_null(tree)) {
+                if (!json_is_object(tree)) {
+                        *ret_why = "bad \"tree\"";
+                        return -EINVAL;
+                }
+                return tree_parse(a, tree, ret_why);
+        }
         return 0;
 }
 
@@ -1109,6 +1291,7 @@ int cmd_launch_agent(int argc, char **argv) {
         if (a->pre_group && !tend_group_empty(a->pre_group))
                 (void)tend_group_kill(a->pre_group);
         guard_release(a);
+        a->node = node_free(a->node);
         if (a->guard) {
                 /* It exits on the done byte; wait so it is not left a zombie for the sshd. */
                 struct tend_exit ex;
@@ -1129,7 +1312,10 @@ int cmd_launch_agent(int argc, char **argv) {
         tend_group_free(a->pre_group);
         for (size_t i = 0; i < 3; i++)
                 tend_signal_free(a->signals[i]);
+        node_free(a->node);
         tend_loop_free(a->loop);
+        free(a->children);
+        json_decref(a->tree_cfg);
         free(a->command);
         free(a->pre_out);
         free(a->line);

@@ -1,5 +1,6 @@
 /* launch_node.c — see launch_node.h. */
 #include "launch_node.h"
+#include "config.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -92,7 +93,7 @@ struct node {
         size_t n_callbacks;
         struct pending *pending[PENDING_MAX];
         unsigned refused;
-        bool cancelled, paused, idle_reported, freeing;
+        bool cancelled, paused, idle_reported, freeing, abandoned;
         char local_user[256];
 };
 
@@ -118,6 +119,8 @@ static double secs(uint64_t usec) {
 
 static void emit(struct node *n, int type, int stream, uint32_t host, const void *payload,
                  size_t len) {
+        if (n->abandoned)
+                return;
         struct lp_frame f = { .type = (uint8_t)type, .stream = (uint8_t)stream, .host = host,
                               .len = (uint32_t)len, .payload = payload };
         n->ops->frame(n, &f, n->userdata);
@@ -984,6 +987,17 @@ int node_new(tend_loop *loop, const struct node_config *cfg, const struct node_c
                 return -ENOMEM;
         n->loop = loop;
         n->cfg = *cfg;
+        /* The words and the prefix are ours: the caller's may be gone after this call. */
+        size_t nw = 0;
+        while (cfg->agent[nw])
+                nw++;
+        n->cfg.agent = calloc(nw + 1, sizeof *n->cfg.agent);
+        n->cfg.who = strdup(cfg->who);
+        if (!n->cfg.agent || !n->cfg.who)
+                goto nomem;
+        for (size_t i = 0; i < nw; i++)
+                if (!(n->cfg.agent[i] = strdup(cfg->agent[i])))
+                        goto nomem;
         if (!n->cfg.fanout)
                 n->cfg.fanout = 32;
         n->ops = ops;
@@ -1084,6 +1098,8 @@ struct node *node_free(struct node *n) {
         free(n->callbacks);
         free(n->children);
         free(n->routes);
+        config_strv_free(n->cfg.agent);
+        free((char *)n->cfg.who);
         free(n);
         return NULL;
 }
@@ -1116,6 +1132,22 @@ void node_cancel(struct node *n) {
                 struct child *c = &n->children[i];
                 if (c->phase == PH_WAITING || c->phase == PH_SPAWNED || c->phase == PH_BANNER)
                         child_fail(c, "cancelled", "cancelled before it called back");
+        }
+        node_check_idle(n);
+}
+
+void node_abandon(struct node *n) {
+        n->abandoned = true;
+        n->cancelled = true;
+        for (size_t i = 0; i < n->n_children; i++) {
+                struct child *c = &n->children[i];
+                if (c->phase == PH_FINISHED)
+                        continue;
+                c->phase = PH_FINISHED;
+                tend_timer_stop(c->timer);
+                c->conn = lp_conn_free(c->conn);
+                agent_stop(c);
+                slot_release(c);
         }
         node_check_idle(n);
 }

@@ -65,6 +65,10 @@ void node_signal_all(struct node *n, int signo);
 /* Stop hosts that have not called back yet: their agents are stopped and each is reported
  * FAILED with reason "cancelled"; later callbacks get ABORT. */
 void node_cancel(struct node *n);
+/* Our own lifeline is gone: close every child's connection and stdin and stop its agent
+ * (each child then loses its lifeline and stops its subtree); report nothing more. The idle
+ * callback comes when every agent process has ended. */
+void node_abandon(struct node *n);
 /* Backpressure: stop/resume reading every child connection. */
 void node_pause_read(struct node *n, bool paused);
 /* Callbacks refused so far. */
