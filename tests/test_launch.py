@@ -43,7 +43,9 @@ from conftest import BUILD_DIR, REPO, child_env
 from netns_hosts import IP, Site, describe, wait_gone
 
 TIMEOUT = 30           # bound of every launch and every wait for an event
-HEARTBEAT = 0.2        # --heartbeat, seconds
+# --heartbeat, seconds. 200ms was seen to lose hosts on this 2-core machine under a load
+# average of 10-20 (other builds and test runs): 3 missed = 1.5 s leaves room.
+HEARTBEAT = 0.5
 LADDER = "TERM/300ms,KILL"
 LADDER_SECONDS = 0.3
 # How long after losing its launcher a remote command may still live: 3 missed heartbeats,
@@ -606,10 +608,15 @@ def test_host_that_cannot_call_back(lab, how):
     assert l.finish() == 2, l.text()
     result = l.hosts()
     e = result[cut_off.name]
-    reason = "start-timeout" if how == "black-hole" else "agent-exited"
-    assert (e["started"], e["state"], e["reason"]) == (False, "failed", reason), e
+    assert (e["started"], e["state"]) == (False, "failed"), e
     if how == "no-route":
+        assert e["reason"] == "agent-exited", e
         assert "call back" in (e["diagnostic"] or ""), e
+    elif e["reason"] != "start-timeout":
+        # The agent knows the same deadline (from the job line, also counted from its
+        # banner) and may give up a moment before the launcher does: then it is its exit
+        # the launcher sees first, and the diagnostic says it was the start deadline.
+        assert e["reason"] == "agent-exited" and "start deadline" in (e["diagnostic"] or ""), e
     assert not lab.ran(cut_off)
     assert_exited(result, site.hosts[:2])
     assert all(lab.ran(h) for h in site.hosts[:2])
