@@ -60,7 +60,8 @@ STATES = {"exited", "killed", "timed-out", "failed", "refused", "cancelled", "lo
 
 # Frames (doc/launch.md, "Frames").
 HDR = struct.Struct(">BBHII")
-HELLO, CHALLENGE, PROOF, START, GO, ABORT = 1, 2, 3, 4, 5, 6
+HELLO, CHALLENGE, PROOF, START, GO, ABORT, REFUSED, STARTED, OUT, EXIT = range(1, 11)
+HEARTBEAT_FRAME, DONE = 14, 16
 
 
 # ---- the launcher ----------------------------------------------------------------------------
@@ -429,6 +430,24 @@ def hello(sock, index, token):
     return nonce_a, nonce_l
 
 
+def authenticated(job, index, token):
+    """A connection to the launcher that has passed the handshake for host `index`."""
+    s = connect(job)
+    got = hello(s, index, token)
+    assert got is not None, "the launcher closed on a HELLO with the right token"
+    na, nl = got
+    s.sendall(frame(PROOF, index, mac(token, b"A", index, na, nl)))
+    return s
+
+
+def until_frame(sock, ftype):
+    """Frames until one of type ftype (heartbeats and others are skipped); None at EOF."""
+    while True:
+        f = recv_frame(sock)
+        if f is None or f[0] == ftype:
+            return f
+
+
 # ---- all hosts start ---------------------------------------------------------------------------
 
 def test_all_hosts_start_netns(lab, tmp):
@@ -590,6 +609,46 @@ def test_missing_host_is_unreachable_with_diagnostic(lab):
     assert ghost in (g["diagnostic"] or ""), g  # ip: Cannot open network namespace "..."
     assert_exited(result, site.hosts)
     assert not any(line.startswith(ghost + ":") for line in l.lines[1]), l.text()
+
+
+def test_ssh_refused_host_key_is_unreachable_with_ssh_message(lab):
+    """ssh refuses host 1 (its key is not in known_hosts, BatchMode): the agent exits 255
+    before the banner: failed, unreachable, ssh's own words in the diagnostic."""
+    site = lab.site(2, sshd=True)
+    known = site.home / ".ssh" / "known_hosts"
+    known.write_text("".join(line + "\n" for line in known.read_text().splitlines()
+                             if not line.startswith(site.hosts[1].addr + " ")))
+    l = lab.launch(site, [*common(), "-H", names_arg(site.hosts)], [IP, "netns", "identify"])
+    assert l.finish() == 2, l.text()
+    e = l.hosts()[site.hosts[1].name]
+    assert (e["started"], e["state"], e["reason"]) == (False, "failed", "unreachable"), e
+    assert "Host key verification failed" in (e["diagnostic"] or ""), e
+    assert_exited(l.hosts(), [site.hosts[0]])
+
+
+def test_listen_and_callback_addresses(lab):
+    """--listen on the bridge's address only and --callback naming it: the hosts call back
+    there (-v says where it listens). Then --listen on loopback: no host can reach it."""
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-v", "--listen", site.gateway,
+                          "--callback", site.gateway, "-H", names_arg(site.hosts)],
+                   [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text()
+    port = l.wait_line(rf"listening on {re.escape(site.gateway)}:(\d+)", stream=2)[0].group(1)
+    for h in site.hosts:
+        l.wait_line(rf"'{re.escape(h.name)}': called back from \S*{re.escape(h.addr)}\]?:\d+",
+                    stream=2)
+    assert int(port) > 0
+    assert_exited(l.hosts(), site.hosts)
+
+    l2 = lab.launch(site, [*lab.netns_agent(), *common(), "--listen", "127.0.0.1",
+                           "--start-timeout", "2s", "-H", names_arg(site.hosts)],
+                    [IP, "netns", "identify"])
+    assert l2.finish() == 2, l2.text()
+    for h in site.hosts:
+        e = l2.hosts()[h.name]
+        assert (e["started"], e["state"]) == (False, "failed"), e
+        assert e["reason"] in ("agent-exited", "start-timeout"), e
 
 
 @pytest.mark.parametrize("how", ["black-hole", "no-route"])
@@ -782,6 +841,62 @@ def test_late_callback_gets_abort(lab):
     assert_exited(l.hosts(), [h0])
 
 
+def test_a_started_host_may_not_speak_for_another(lab):
+    """The test plays host 2's agent (with the token its job line carried): after GO, its
+    output is printed under its name; output it sends in the name of host 0 (which is not
+    below it: no tree) is not printed as host 0's; an unknown frame type ends the connection
+    without harming the launcher or the other hosts."""
+    site = lab.site(3)
+    h0, h1, h2 = site.hosts
+    fd = lab.expect_pids(h2)
+    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(), "--start-timeout", "10s",
+                          "-H", names_arg(site.hosts)], lab.gate_command())
+    lab.read_pids(fd)
+    l.ready_pids([h0, h1])
+    job = lab.job_line(h2)
+    token = base64.b64decode(job["token"])
+    with authenticated(job, 2, token) as s:
+        s.sendall(frame(START, 2))
+        assert until_frame(s, GO) is not None, "no GO"
+        s.sendall(frame(STARTED, 2, b'{"pid":1}'))
+        s.sendall(frame(OUT, 2, b"mine\n", stream=1))
+        l.wait_line(rf"^{re.escape(h2.name)}: mine$")
+        s.sendall(frame(OUT, 0, b"forged for host 0\n", stream=1))
+        s.sendall(frame(99, 2, b""))
+        assert until_frame(s, -1) is None  # the launcher closes on us
+    lab.open_gate(h0)
+    lab.open_gate(h1)
+    assert l.finish() == 2, l.text()
+    assert not any("forged" in x for x in l.lines[1] + l.lines[2]), l.text()
+    result = l.hosts()
+    assert_exited(result, [h0, h1])
+    assert result[h2.name]["state"] in ("lost", "failed"), result[h2.name]
+
+
+def test_bad_exit_frame_is_reported_not_believed(lab):
+    """An EXIT whose JSON is not JSON ends the connection; the host is not 'exited'."""
+    site = lab.site(2)
+    h0, h1 = site.hosts
+    fd = lab.expect_pids(h1)
+    l = lab.launch(site, [*lab.netns_agent({h1: "capture"}), *common(), "--start-timeout", "10s",
+                          "-H", names_arg(site.hosts)], lab.gate_command())
+    lab.read_pids(fd)
+    l.ready_pids([h0])
+    job = lab.job_line(h1)
+    token = base64.b64decode(job["token"])
+    with authenticated(job, 1, token) as s:
+        s.sendall(frame(START, 1))
+        assert until_frame(s, GO) is not None, "no GO"
+        s.sendall(frame(STARTED, 1, b'{"pid":1}'))
+        s.sendall(frame(EXIT, 1, b'{"exit_code":0,'))
+        assert until_frame(s, -1) is None
+    lab.open_gate(h0)
+    assert l.finish() == 2, l.text()
+    result = l.hosts()
+    assert result[h1.name]["state"] in ("lost", "failed"), result[h1.name]
+    assert_exited(result, [h0])
+
+
 # ---- the lifeline -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("agent", ["netns", "ssh", "netns-tree"])
@@ -965,6 +1080,21 @@ def test_slow_reader_slows_the_hosts_nothing_lost(lab, helper):
                   if not any(x.startswith(h.name + ": ") for h in site.hosts)]
         assert others == [], others[:5]
     assert_exited(l.hosts(), site.hosts)
+
+
+def test_long_line_is_cut_into_prefixed_pieces(lab):
+    """A 200,000-byte line (no newline at the end either): printed in pieces of at most
+    64 KiB, each with the host's prefix, nothing lost, a newline added at the end."""
+    site = lab.site(1)
+    name = site.names[0]
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-q", "-H", name],
+                   ["/bin/sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"])
+    assert l.finish() == 0, l.text()[:500]
+    assert l.lines[1] and all(x.startswith(name + ": ") for x in l.lines[1]), \
+        [x[:80] for x in l.lines[1]]
+    pieces = [x[len(name) + 2:] for x in l.lines[1]]
+    assert "".join(pieces) == "x" * 200000
+    assert len(pieces) >= 4 and max(map(len, pieces)) <= 65536, list(map(len, pieces))
 
 
 def test_gather_groups_identical_outputs(lab):
@@ -1162,3 +1292,14 @@ def test_help_lists_every_option_of_the_manual_and_the_design(tend):
         assert f"--{o}" in r.stdout, f"--{o} is missing from `tend launch --help`"
     for short in ("-H, --hosts", "-l, --user", "-f, --fanout", "-q, --quiet", "-v, --verbose"):
         assert short in r.stdout, short
+
+
+def test_tree_over_ssh(lab):
+    """Tree mode through the default ssh template: interior hosts run ssh to their children
+    (the sshds see the same client configuration), and the children call back to them."""
+    site = lab.site(5, sshd=True)
+    l = lab.launch(site, [*common(), "--tree", "2", "-H", names_arg(site.hosts)],
+                   [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text() + "\n" + site.sshd_logs()
+    assert sorted(l.lines[1]) == sorted(f"{h.name}: {h.name}" for h in site.hosts), l.text()
+    assert_exited(l.hosts(), site.hosts)
