@@ -989,22 +989,24 @@ def test_signals_are_forwarded_to_every_command(lab, helper, sig):
     assert_exited(l.hosts(), site.hosts)
 
 
-def test_int_cancels_hosts_not_started_yet(lab, helper):
-    """INT while host 2 has not started (its agent is up but has not called back): the
-    started commands get INT and go on; host 2's agent is stopped, it is reported cancelled,
-    and a callback for it afterwards, with the right token, is answered ABORT."""
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
+def test_int_term_hup_cancel_hosts_not_started_yet(lab, helper, sig):
+    """INT (TERM, HUP) while host 2 has not started (its agent is up but has not called
+    back): the started commands get the signal and go on; host 2's agent is stopped, it is
+    reported cancelled, and a callback for it afterwards, with the right token, is answered
+    ABORT."""
     site = lab.site(3)
     h0, h1, h2 = site.hosts
     fd = lab.expect_pids(h2)
     l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(), "--start-timeout", "20s",
                           "-H", names_arg(site.hosts)],
-                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", "INT", "USR1"])
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", sig, "USR1"])
     lab.read_pids(fd)
     l.ready_pids([h0, h1])
     job = lab.job_line(h2)
     token = base64.b64decode(job["token"])
-    l.proc.send_signal(signal.SIGINT)
-    l.wait_line(rf"^({re.escape(h0.name)}|{re.escape(h1.name)}): got INT from \d+$", count=2)
+    l.proc.send_signal(getattr(signal, "SIG" + sig))
+    l.wait_line(rf"^({re.escape(h0.name)}|{re.escape(h1.name)}): got {sig} from \d+$", count=2)
     assert lab.wait_writers_gone(fd, 5), "the agent of the host not started was not stopped"
     with connect(job) as s:
         got = hello(s, 2, token)
@@ -1022,6 +1024,22 @@ def test_int_cancels_hosts_not_started_yet(lab, helper):
     result = l.hosts()
     assert (result[h2.name]["started"], result[h2.name]["state"]) == (False, "cancelled"), result
     assert_exited(result, [h0, h1])
+
+
+def test_second_int_is_forwarded_again(lab, helper):
+    """A second INT while the launcher waits for the started commands is forwarded too."""
+    site = lab.site(2)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", "INT", "USR1"])
+    l.ready_pids(site.hosts)
+    alt = "|".join(re.escape(h.name) for h in site.hosts)
+    l.proc.send_signal(signal.SIGINT)
+    l.wait_line(rf"^({alt}): got INT from \d+$", count=2)
+    l.proc.send_signal(signal.SIGINT)
+    l.wait_line(rf"^({alt}): got INT from \d+$", count=4)
+    l.proc.send_signal(signal.SIGUSR1)
+    assert l.finish() == 0, l.text()
+    assert_exited(l.hosts(), site.hosts)
 
 
 # ---- output --------------------------------------------------------------------------------------
