@@ -788,8 +788,11 @@ static void on_drained(struct lp_conn *c, void *userdata) {
 
 static void on_empty(struct lp_conn *c, void *userdata) {
         struct agent *a = userdata;
+        /* All said: half-close, and leave when the launcher closes (it does on DONE), or
+         * when its heartbeats stop. Closing now, with its heartbeats unread, would reset
+         * the connection, and a reset can lose our last frames on the launcher's side. */
         if (a->done_sent)
-                agent_finish(a, AGENT_OK);
+                lp_conn_shutdown(c);
 }
 
 static const struct lp_conn_ops conn_ops = {

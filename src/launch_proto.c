@@ -184,6 +184,7 @@ struct lp_conn {
 
         tend_timer *hb_send, *hb_recv, *resume;
         uint64_t hb_usec;
+        bool hb_usec_send_off; /* shut down for writing: no more heartbeats */
 
         bool failed;   /* closed callback called (or due) */
         int depth;     /* callbacks running */
@@ -381,7 +382,7 @@ static void on_hb_send(tend_timer *t, void *userdata) {
         /* A queue full of output already tells the peer we are alive once it reads it. */
         if (lp_conn_queued(c) < LP_QUEUE_HIGH)
                 (void)lp_conn_send(c, LP_HEARTBEAT, 0, 0, NULL, 0);
-        if (!c->failed && !c->freed)
+        if (!c->failed && !c->freed && !c->hb_usec_send_off)
                 tend_timer_start(c->hb_send, c->hb_usec);
         leave(c);
 }
@@ -518,6 +519,14 @@ void lp_conn_pause_read(struct lp_conn *c, bool paused) {
         conn_update_watch(c);
 }
 
+void lp_conn_shutdown(struct lp_conn *c) {
+        if (c->failed || c->freed)
+                return;
+        c->hb_usec_send_off = true;
+        tend_timer_stop(c->hb_send);
+        (void)shutdown(c->fd, SHUT_WR);
+}
+
 int lp_conn_heartbeat(struct lp_conn *c, uint64_t interval_usec) {
         c->hb_usec = interval_usec;
         if (!interval_usec) {
@@ -525,7 +534,8 @@ int lp_conn_heartbeat(struct lp_conn *c, uint64_t interval_usec) {
                 tend_timer_stop(c->hb_recv);
                 return 0;
         }
-        tend_timer_start(c->hb_send, interval_usec);
+        if (!c->hb_usec_send_off)
+                tend_timer_start(c->hb_send, interval_usec);
         hb_recv_arm(c);
         return 0;
 }

@@ -131,6 +131,11 @@ bool lp_conn_congested(const struct lp_conn *c);
 size_t lp_conn_queued(const struct lp_conn *c);
 /* Call ops->empty once the queue is (or becomes) empty. */
 void lp_conn_want_empty(struct lp_conn *c);
+/* Nothing more to send (call with an empty queue): shutdown(SHUT_WR), no more heartbeats.
+ * The peer sees EOF after everything sent; keep reading until it closes too (closed() with
+ * err 0), so that no unread data makes our close a reset — a reset can make the peer's
+ * kernel drop what it has received and not yet read, our last frames included. */
+void lp_conn_shutdown(struct lp_conn *c);
 /* Stop or go on reading frames (backpressure). While paused, the missed-heartbeat clock
  * does not run. */
 void lp_conn_pause_read(struct lp_conn *c, bool paused);
