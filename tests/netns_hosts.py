@@ -45,7 +45,6 @@ import ipaddress
 import os
 import pwd
 import random
-import re
 import select
 import shutil
 import signal
