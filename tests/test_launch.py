@@ -306,15 +306,13 @@ def lab(tend, helper, tmp):
         pytest.fail("after the test: " + "\n".join(errors), pytrace=False)
 
 
-def common(hb=None, ladder=LADDER):
-    """Options of every launch: the short ladder; a short heartbeat only for the tests of the
-    lifeline (hb=HEARTBEAT), the others keep the default 5s so that a machine starved by
-    other work (seen here: load average 10-27 with a benchmark at nice -20) does not lose
-    hosts in tests that are not about losing them."""
-    args = ["--stop", ladder]
-    if hb is not None:
-        args += ["--heartbeat", f"{int(hb * 1000)}ms"]
-    return args
+def common(hb=1.0, ladder=LADDER):
+    """Options of every launch: the short ladder and a heartbeat. The tests of the lifeline
+    use HEARTBEAT; the others 1s: short enough that an event loop stalled for seconds loses
+    its host and fails the test (an agent reading all of /proc did), long enough that a
+    machine starved by other work (load average 10-57 here, a benchmark at nice -20) does
+    not."""
+    return ["--stop", ladder, "--heartbeat", f"{int(hb * 1000)}ms"]
 
 
 def names_arg(hosts):
@@ -444,6 +442,15 @@ def authenticated(job, index, token):
     na, nl = got
     s.sendall(frame(PROOF, index, mac(token, b"A", index, na, nl)))
     return s
+
+
+def expect_closed(sock, after):
+    """The launcher closes the connection (frames before that are skipped)."""
+    try:
+        until_frame(sock, -1)
+    except socket.timeout:
+        pytest.fail(f"the launcher did not close the connection within {sock.gettimeout()}s "
+                    f"after {after}", pytrace=False)
 
 
 def until_frame(sock, ftype):
@@ -851,11 +858,12 @@ def test_a_started_host_may_not_speak_for_another(lab):
     """The test plays host 2's agent (with the token its job line carried): after GO, its
     output is printed under its name; output it sends in the name of host 0 (which is not
     below it: no tree) is not printed as host 0's; an unknown frame type ends the connection
+    at once (heartbeat 30s: nothing else would end it within the socket's 10s timeout)
     without harming the launcher or the other hosts."""
     site = lab.site(3)
     h0, h1, h2 = site.hosts
     fd = lab.expect_pids(h2)
-    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(), "--start-timeout", "10s",
+    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(hb=30), "--start-timeout", "10s",
                           "-H", names_arg(site.hosts)], lab.gate_command())
     lab.read_pids(fd)
     l.ready_pids([h0, h1])
@@ -869,7 +877,7 @@ def test_a_started_host_may_not_speak_for_another(lab):
         l.wait_line(rf"^{re.escape(h2.name)}: mine$")
         s.sendall(frame(OUT, 0, b"forged for host 0\n", stream=1))
         s.sendall(frame(99, 2, b""))
-        assert until_frame(s, -1) is None  # the launcher closes on us
+        expect_closed(s, "a frame of unknown type 99")
     lab.open_gate(h0)
     lab.open_gate(h1)
     assert l.finish() == 2, l.text()
@@ -880,11 +888,13 @@ def test_a_started_host_may_not_speak_for_another(lab):
 
 
 def test_bad_exit_frame_is_reported_not_believed(lab):
-    """An EXIT whose JSON is not JSON ends the connection; the host is not 'exited'."""
+    """An EXIT whose JSON is not JSON ends the connection at once (the heartbeat is 30s: the
+    fake agent sends none, so only the bad frame can end it within the socket's 10s
+    timeout); the host is not 'exited'."""
     site = lab.site(2)
     h0, h1 = site.hosts
     fd = lab.expect_pids(h1)
-    l = lab.launch(site, [*lab.netns_agent({h1: "capture"}), *common(), "--start-timeout", "10s",
+    l = lab.launch(site, [*lab.netns_agent({h1: "capture"}), *common(hb=30), "--start-timeout", "10s",
                           "-H", names_arg(site.hosts)], lab.gate_command())
     lab.read_pids(fd)
     l.ready_pids([h0])
@@ -895,7 +905,7 @@ def test_bad_exit_frame_is_reported_not_believed(lab):
         assert until_frame(s, GO) is not None, "no GO"
         s.sendall(frame(STARTED, 1, b'{"pid":1}'))
         s.sendall(frame(EXIT, 1, b'{"exit_code":0,'))
-        assert until_frame(s, -1) is None
+        expect_closed(s, "an EXIT frame whose payload is not JSON")
     lab.open_gate(h0)
     assert l.finish() == 2, l.text()
     result = l.hosts()
