@@ -409,10 +409,10 @@ def callback_address(job):
     return socket.AF_INET6, (m.group(1), int(m.group(2)))
 
 
-def connect(job):
+def connect(job, timeout=10):
     family, addr = callback_address(job)
     s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(10)
+    s.settimeout(timeout)
     s.connect(addr)
     return s
 
@@ -758,9 +758,11 @@ def test_forged_callbacks_are_refused(lab):
                     pass
     assert not exposed, exposed
     refused = r"^tend: launch: callback from \S+:\d+ refused: "
+    # Each refusal must be prompt: 3s, well below the launcher's 10s handshake deadline,
+    # which would close the connection too.
 
     # 1. Wrong MAC: the launcher's challenge is right, our proof is made with another token.
-    with connect(job) as s:
+    with connect(job, timeout=3) as s:
         na, nl = hello(s, 2, token)
         wrong = bytes([token[0] ^ 1]) + token[1:]
         s.sendall(frame(PROOF, 2, mac(wrong, b"A", 2, na, nl)))
@@ -768,21 +770,21 @@ def test_forged_callbacks_are_refused(lab):
     l.wait_line(refused, stream=2, count=1)
 
     # 2. An index no host has.
-    with connect(job) as s:
+    with connect(job, timeout=3) as s:
         if hello(s, 99, None) is not None:
             s.sendall(frame(PROOF, 99, os.urandom(32)))
         assert recv_until_closed(s) == []
     l.wait_line(refused, stream=2, count=2)
 
     # 3. Host 0 has called back already (its command is running).
-    with connect(job) as s:
+    with connect(job, timeout=3) as s:
         if hello(s, 0, None) is not None:
             s.sendall(frame(PROOF, 0, os.urandom(32)))
         assert recv_until_closed(s) == []
     l.wait_line(refused, stream=2, count=3)
 
     # 4. Not a handshake at all: START first, with a payload above the 64-byte bound.
-    with connect(job) as s:
+    with connect(job, timeout=3) as s:
         s.sendall(frame(START, 2, b"x" * 100))
         assert recv_until_closed(s) == []
     l.wait_line(refused, stream=2, count=4)
