@@ -620,6 +620,7 @@ def test_missing_host_is_unreachable_with_diagnostic(lab):
     g = result[ghost]
     assert (g["started"], g["state"], g["reason"]) == (False, "failed", "unreachable"), g
     assert ghost in (g["diagnostic"] or ""), g  # ip: Cannot open network namespace "..."
+    assert "255" in (g["message"] or ""), g      # the agent's exit status
     assert_exited(result, site.hosts)
     assert not any(line.startswith(ghost + ":") for line in l.lines[1]), l.text()
 
@@ -726,6 +727,21 @@ def test_precheck_refusal_is_refused_not_failed(lab):
     assert_exited(result, [site.hosts[0], site.hosts[2]])
     assert sorted(l.lines[1]) == sorted(f"{h.name}: {h.name}"
                                         for h in (site.hosts[0], site.hosts[2])), l.text()
+
+
+def test_precheck_output_is_bounded(lab):
+    """A precheck that writes 200,000 bytes and fails: refused, its output kept up to the
+    frame's bound (64 KiB), not more, and the launcher is fine."""
+    site = lab.site(1)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "-H", site.names[0], "--precheck",
+                          "head -c 200000 /dev/zero | tr '\\0' y; exit 1"],
+                   lab.marker_command())
+    assert l.finish() == 2, l.text()[:2000]
+    e = l.hosts()[site.names[0]]
+    assert (e["started"], e["state"]) == (False, "refused"), {k: str(v)[:80] for k, v in e.items()}
+    kept = (e["diagnostic"] or "").count("y")
+    assert 1000 < kept <= 65536, kept
+    assert not lab.ran(site.hosts[0])
 
 
 # ---- callbacks that must not be trusted ----------------------------------------------------------
@@ -865,8 +881,9 @@ def test_a_started_host_may_not_speak_for_another(lab):
     site = lab.site(3)
     h0, h1, h2 = site.hosts
     fd = lab.expect_pids(h2)
-    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(hb=30), "--start-timeout", "10s",
-                          "-H", names_arg(site.hosts)], lab.gate_command())
+    l = lab.launch(site, [*lab.netns_agent({h2: "capture"}), *common(hb=30),
+                          "--start-timeout", "10s", "-H", names_arg(site.hosts)],
+                   lab.gate_command())
     lab.read_pids(fd)
     l.ready_pids([h0, h1])
     job = lab.job_line(h2)
@@ -896,8 +913,9 @@ def test_bad_exit_frame_is_reported_not_believed(lab):
     site = lab.site(2)
     h0, h1 = site.hosts
     fd = lab.expect_pids(h1)
-    l = lab.launch(site, [*lab.netns_agent({h1: "capture"}), *common(hb=30), "--start-timeout", "10s",
-                          "-H", names_arg(site.hosts)], lab.gate_command())
+    l = lab.launch(site, [*lab.netns_agent({h1: "capture"}), *common(hb=30),
+                          "--start-timeout", "10s", "-H", names_arg(site.hosts)],
+                   lab.gate_command())
     lab.read_pids(fd)
     l.ready_pids([h0])
     job = lab.job_line(h1)
@@ -1085,6 +1103,7 @@ def test_output_of_8_hosts_interleaved_nothing_lost(lab, helper):
                 pytest.fail(f"{host} {tag}: {len(got)} lines, expected {len(want)}; first "
                             f"difference at {first}: {got[first:first + 3]} vs "
                             f"{want[first:first + 3]}", pytrace=False)
+    assert not any(x.startswith("HOST ") for x in l.lines[2]), "-q prints no table"
     assert_exited(l.hosts(), site.hosts)
 
 
@@ -1201,10 +1220,12 @@ def test_json_result_and_exit_code(lab, case, rc):
     (["-H", "a", "--no-such-option", "--", "true"], r"no-such-option"),
     (["-H", "a", "--fanout", "0", "--", "true"], r"fanout"),
     (["-H", "a", "--heartbeat", "soon", "--", "true"], r"soon"),
+    (["-H", "a", "--listen", "203.0.113.7", "--", "true"], r"listen|203\.0\.113\.7"),
 ])
 def test_usage_errors_exit_125(tend, tmp, args, message):
-    """No hosts, a bad list, a duplicate, no command, bad options: 125 with a message,
-    before any agent is started (no root needed)."""
+    """No hosts, a bad list, a duplicate, no command, bad options, an address to listen on
+    that is not this machine's: 125 with a message, before any agent is started (the agent
+    template would fail if it ran; no root needed)."""
     json_path = Path(tmp) / "r.json"
     r = subprocess.run([str(tend), "launch", "--agent", "/bin/false %h", "--json",
                         str(json_path), *args], capture_output=True, text=True,
