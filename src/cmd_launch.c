@@ -223,8 +223,14 @@ static void on_node_frame(struct node *n, const struct lp_frame *f, void *userda
                 }
                 return;
         }
-        if (h->hs == HS_FINAL)
-                return; /* e.g. the close after an ABORT we sent */
+        if (h->hs == HS_FINAL) {
+                /* Cancelled while its ABORT could not reach it yet (deeper in the tree): it
+                 * asks now, and must not start. Anything else after the end is the echo
+                 * of an ABORT we sent. */
+                if (f->type == LP_START)
+                        (void)node_send(l->node, f->host, LP_ABORT, NULL, 0);
+                return;
+        }
         json_t *o = NULL;
         if (f->type == LP_REFUSED || f->type == LP_EXIT || f->type == LP_FAILED ||
             f->type == LP_LOST || f->type == LP_STARTED) {

@@ -1049,6 +1049,9 @@ static int precheck_start(struct agent *a) {
         so.stdio[1].fd = p[1];
         so.stdio[2].kind = TEND_STDIO_FD;
         so.stdio[2].fd = p[1];
+        /* The guard starts with the command; before that, our death takes the precheck's
+         * shell along (its children are killed with its group by every normal end). */
+        so.pdeathsig = SIGKILL;
         e = tend_spawn(a->loop, &so, &a->pre_proc, NULL);
         io_close(p[1]);
         if (e < 0) {

@@ -512,7 +512,7 @@ static void on_child_frame(struct lp_conn *conn, const struct lp_frame *f, void 
         if (f->type == LP_HEARTBEAT)
                 return;
         struct route *r = f->host < n->n_routes ? &n->routes[f->host] : NULL;
-        char msg[128];
+        char msg[160];
         if (!r || r->child != c->slot_index + 1) {
                 snprintf(msg, sizeof msg, "protocol error: %s frame about host %u, not below it",
                          lp_type_name(f->type), f->host);
@@ -520,6 +520,24 @@ static void on_child_frame(struct lp_conn *conn, const struct lp_frame *f, void 
                 return;
         }
         uint8_t *st = &c->sub_state[r->pos];
+        /* A result is believed only when it is what it says: a JSON object. */
+        if (f->type == LP_REFUSED || f->type == LP_STARTED || f->type == LP_EXIT ||
+            f->type == LP_FAILED || f->type == LP_LOST) {
+                json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
+                bool ok = json_is_object(o);
+                json_decref(o);
+                if (!ok) {
+                        snprintf(msg, sizeof msg, "protocol error: %s frame about host %u is not a JSON object",
+                                 lp_type_name(f->type), f->host);
+                        child_fail(c, "protocol", msg);
+                        return;
+                }
+        }
+        if (f->type == LP_OUT && f->stream != 1 && f->stream != 2) {
+                snprintf(msg, sizeof msg, "protocol error: OUT frame for stream %u", f->stream);
+                child_fail(c, "protocol", msg);
+                return;
+        }
         switch (f->type) {
         case LP_START:
         case LP_REFUSED:
@@ -685,6 +703,11 @@ static void on_pending_frame(struct lp_conn *conn, const struct lp_frame *f, voi
         if (n->listen_paused && n->listen_watch) {
                 n->listen_paused = false;
                 (void)tend_watch_set_events(n->listen_watch, EPOLLIN);
+        }
+        /* A callback can overtake the banner (two channels): it proves the agent runs. */
+        if (c->phase == PH_SPAWNED) {
+                tend_timer_start(c->timer, n->cfg.start_timeout);
+                emit(n, LP_CONNECTED, 0, c->index, NULL, 0);
         }
         lp_conn_set_ops(c->conn, &child_conn_ops);
         lp_conn_set_userdata(c->conn, c);
