@@ -16,8 +16,8 @@ from the heartbeat and ladder given to the launcher), and after every test nothi
 remain in any host's namespace: the `lab` fixture's tear-down checks it (Site.close), kills
 what it finds and fails the test.
 
-Durations are short on purpose (heartbeat 200ms, ladder TERM/300ms,KILL) so the whole file
-runs in well under a minute.
+Durations are short on purpose (ladder TERM/300ms,KILL; heartbeat 500ms in the tests of the
+lifeline, 1s elsewhere) so the whole file runs in well under a minute.
 """
 
 import base64
