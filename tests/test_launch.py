@@ -86,7 +86,7 @@ class Launch:
         self.elapsed = None
 
     def _read(self, stream, f):
-        partial = b""
+        partial = []  # pieces of the line not ended yet (a long line must not cost n^2)
         total = 0
         while True:
             data = f.read1(65536)
@@ -97,14 +97,19 @@ class Launch:
                 # The stimulus, not a synchronisation: a terminal that stops reading.
                 time.sleep(self.stall[1])
                 self.stall = None
-            partial += data
-            *done, partial = partial.split(b"\n")
-            with self.cond:
-                self.lines[stream].extend(l.decode(errors="replace") for l in done)
-                self.cond.notify_all()
+            *done, rest = data.split(b"\n")
+            if done:
+                done[0] = b"".join(partial) + done[0]
+                partial = []
+                with self.cond:
+                    self.lines[stream].extend(l.decode(errors="replace") for l in done)
+                    self.cond.notify_all()
+            if rest:
+                partial.append(rest)
         with self.cond:
             if partial:
-                self.lines[stream].append(partial.decode(errors="replace") + "<no newline>")
+                self.lines[stream].append(b"".join(partial).decode(errors="replace")
+                                          + "<no newline>")
             self.eof[stream] = True
             self.cond.notify_all()
 
@@ -1172,6 +1177,18 @@ def test_gather_groups_identical_outputs(lab):
     assert not any(x.startswith(tag) and ": " in x for x in err), l.text()
 
 
+def test_gather_keeps_at_most_16_mib_per_stream_and_says_so(lab):
+    site = lab.site(1)
+    name = site.names[0]
+    size = 16 * 1024 * 1024 + 100000
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--gather", "-q", "-H", name],
+                   ["/bin/sh", "-c", f"head -c {size} /dev/zero | tr '\\0' z"])
+    assert l.finish(timeout=60) == 0, l.text()[:2000]
+    assert l.lines[1][0] == f"==== {name} (1 host) (truncated) ====", l.lines[1][0][:200]
+    body = "".join(l.lines[1][1:])
+    assert set(body) == {"z"} and len(body) == 16 * 1024 * 1024, len(body)
+
+
 # ---- result and exit codes -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("case,rc", [("all-zero", 0), ("one-nonzero", 1), ("one-killed", 1),
@@ -1221,6 +1238,7 @@ def test_json_result_and_exit_code(lab, case, rc):
     (["-H", "a", "--fanout", "0", "--", "true"], r"fanout"),
     (["-H", "a", "--heartbeat", "soon", "--", "true"], r"soon"),
     (["-H", "a", "--listen", "203.0.113.7", "--", "true"], r"listen|203\.0\.113\.7"),
+    (["-H", "n[1-65537]", "--", "true"], r"more than 65536 hosts"),
 ])
 def test_usage_errors_exit_125(tend, tmp, args, message):
     """No hosts, a bad list, a duplicate, no command, bad options, an address to listen on
