@@ -135,15 +135,16 @@ endif
 tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC) fuzz-build
 .PHONY: tests-build
 
-# Fuzz targets (fuzz/README.md): the configuration parser, the control protocol and the
-# sd_notify parser. `fuzz-build` links each with fuzz/driver.c (corpus replay and deterministic
+# Fuzz targets (fuzz/README.md): the configuration parser, the control protocol, the
+# sd_notify parser and the wire of tend launch. `fuzz-build` links each with fuzz/driver.c (corpus replay and deterministic
 # mutations; tests/test_fuzz.py runs them); `make fuzz` builds them with clang's libFuzzer
 # (and ASan+UBSan) in $(BUILD)-libfuzzer and runs each for FUZZ_TIME seconds.
-FUZZ_TARGETS := config control notify
+FUZZ_TARGETS := config control notify launch
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZ_OBJ_config := $(BUILD)/src/config.o
 FUZZ_OBJ_control := $(BUILD)/src/control.o
 FUZZ_OBJ_notify :=
+FUZZ_OBJ_launch := $(BUILD)/src/launch_proto.o
 FUZZ_TIME ?= 60
 FUZZ_ARGS ?=
 ifeq ($(FUZZ_ENGINE),libfuzzer)
