@@ -302,9 +302,9 @@ static void conn_read(struct lp_conn *c) {
         }
         if (n == 0) {
                 c->read_eof = true;
+                /* The peer is done sending, which in this protocol means done: whatever
+                 * we still have queued for it is dropped with the connection. */
                 c->watch = tend_watch_free(c->watch);
-                /* Hmm: a pending write queue cannot be delivered without a watch; the peer
-                 * left, so what is queued has nowhere to go anyway. */
         } else {
                 c->rlen += (size_t)n;
         }

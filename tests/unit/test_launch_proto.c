@@ -248,6 +248,88 @@ static void heartbeat_missed(void **state) {
         assert_int_equal(fr.type, LP_HEARTBEAT);
 }
 
+/* While reading is paused (backpressure), silence is not a lost peer; after the resume the
+ * clock runs again. */
+static void heartbeat_clock_stops_while_paused(void **state) {
+        struct fx *f = *state;
+        assert_int_equal(lp_conn_heartbeat(f->conn, 20000), 0);
+        lp_conn_pause_read(f->conn, true);
+        uint64_t start = tend_now_usec();
+        while (tend_now_usec() - start < 200000)
+                assert_true(tend_loop_run_once(f->loop, 50000) >= 0);
+        assert_false(f->got->closed);
+        lp_conn_pause_read(f->conn, false);
+        start = tend_now_usec();
+        while (!f->got->closed && tend_now_usec() - start < 5000000)
+                assert_true(tend_loop_run_once(f->loop, 1000000) >= 0);
+        assert_true(f->got->closed);
+        assert_int_equal(f->got->err, -ETIMEDOUT);
+}
+
+/* Frames that arrived while paused are handed on after the resume, in order. */
+static void paused_frames_come_after_resume(void **state) {
+        struct fx *f = *state;
+        lp_conn_pause_read(f->conn, true);
+        static uint8_t buf[2 * (LP_HDR + 3)];
+        size_t len = 0;
+        put_frame(buf, &len, LP_OUT, 1, 1, "one", 3);
+        put_frame(buf, &len, LP_OUT, 1, 2, "two", 3);
+        assert_int_equal(write(f->sv[1], buf, len), (ssize_t)len);
+        for (int i = 0; i < 5; i++)
+                assert_true(tend_loop_run_once(f->loop, 20000) >= 0);
+        assert_int_equal(f->got->n, 0);
+        lp_conn_pause_read(f->conn, false);
+        for (int i = 0; i < 20 && f->got->n < 2; i++)
+                assert_true(tend_loop_run_once(f->loop, 1000000) >= 0);
+        assert_int_equal(f->got->n, 2);
+        assert_int_equal(f->got->f[0].host, 1);
+        assert_int_equal(f->got->f[1].host, 2);
+}
+
+/* After the last frame: half-close; the peer reads everything then EOF, and when it closes
+ * too the end is a clean one (err 0). */
+static void shutdown_half_closes(void **state) {
+        struct fx *f = *state;
+        assert_int_equal(lp_conn_send(f->conn, LP_DONE, 0, 9, NULL, 0), 0);
+        for (int i = 0; i < 20 && lp_conn_queued(f->conn) > 0; i++)
+                assert_true(tend_loop_run_once(f->loop, 1000000) >= 0);
+        lp_conn_shutdown(f->conn);
+        uint8_t hdr[LP_HDR + 1];
+        assert_int_equal(read(f->sv[1], hdr, sizeof hdr), LP_HDR);
+        assert_int_equal(read(f->sv[1], hdr, sizeof hdr), 0);
+        close(f->sv[1]);
+        f->sv[1] = -1;
+        for (int i = 0; i < 20 && !f->got->closed; i++)
+                assert_true(tend_loop_run_once(f->loop, 1000000) >= 0);
+        assert_true(f->got->closed);
+        assert_int_equal(f->got->err, 0);
+}
+
+/* An owner that frees the connection from inside its frame callback (a refusal): no more
+ * frames, no use after free (ASan builds check). */
+static void on_frame_free(struct lp_conn *c, const struct lp_frame *fr, void *ud) {
+        struct fx *f = ud;
+        f->got->n++;
+        f->conn = lp_conn_free(c);
+}
+
+static void free_from_frame_callback(void **state) {
+        struct fx *f = *state;
+        static const struct lp_conn_ops free_ops = { .frame = on_frame_free, .closed = on_closed };
+        lp_conn_set_ops(f->conn, &free_ops);
+        lp_conn_set_userdata(f->conn, f);
+        static uint8_t buf[3 * LP_HDR];
+        size_t len = 0;
+        for (int i = 0; i < 3; i++)
+                put_frame(buf, &len, LP_HEARTBEAT, 0, 0, "", 0);
+        assert_int_equal(write(f->sv[1], buf, len), (ssize_t)len);
+        for (int i = 0; i < 5 && f->conn; i++)
+                assert_true(tend_loop_run_once(f->loop, 1000000) >= 0);
+        assert_null(f->conn);
+        assert_int_equal(f->got->n, 1);
+        assert_true(tend_loop_run_once(f->loop, 0) >= 0);
+}
+
 /* ---- handshake ------------------------------------------------------------------------ */
 
 static void handshake(const uint8_t agent_token[LP_KEY], const uint8_t launcher_token[LP_KEY],
@@ -373,6 +455,10 @@ static const struct CMUnitTest tests[] = {
         cmocka_unit_test(frame_type_zero_and_reserved_refused),
         cmocka_unit_test_setup_teardown(frame_cut_by_close, setup, teardown),
         cmocka_unit_test_setup_teardown(heartbeat_missed, setup, teardown),
+        cmocka_unit_test_setup_teardown(heartbeat_clock_stops_while_paused, setup, teardown),
+        cmocka_unit_test_setup_teardown(paused_frames_come_after_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_half_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(free_from_frame_callback, setup, teardown),
         cmocka_unit_test(handshake_right_token),
         cmocka_unit_test(handshake_wrong_token_at_launcher),
         cmocka_unit_test(handshake_wrong_token_at_agent),
