@@ -501,6 +501,22 @@ def test_all_hosts_start_ssh(lab, user):
     assert_exited(l.hosts(), site.hosts)
 
 
+def test_login_chatter_goes_to_the_diagnostic_ssh(lab):
+    """What a login prints before the agent's banner (here sshd's ~/.ssh/rc) is the host's
+    diagnostic, never the command's output."""
+    site = lab.site(2, sshd=True)
+    (site.home / ".ssh" / "rc").write_text(
+        f"echo login chatter\necho login complaint >&2\n: > {lab.tmp}/rc-ran-$$\n")
+    l = lab.launch(site, [*common(), "-H", names_arg(site.hosts)], [IP, "netns", "identify"])
+    assert l.finish() == 0, l.text()
+    assert sorted(l.lines[1]) == sorted(f"{h.name}: {h.name}" for h in site.hosts), l.text()
+    assert len(list(lab.tmp.glob("rc-ran-*"))) == 2, "sshd did not run ~/.ssh/rc"
+    for h in site.hosts:
+        e = l.hosts()[h.name]
+        assert "login chatter" in (e["diagnostic"] or ""), e
+    assert_exited(l.hosts(), site.hosts)
+
+
 def test_fanout_one_still_starts_every_host(lab):
     site = lab.site(4)
     l = lab.launch(site, [*lab.netns_agent(), *common(), "--fanout", "1", "-H",
