@@ -863,6 +863,12 @@ int cmd_launch(int argc, char **argv) {
                         l->hosts[i].message = strdup("no result came back");
                         host_final(l, &l->hosts[i], "failed");
                 }
+        /* Every host's diagnostic (its agent's own words), not only a failed one's: now
+         * that every agent has ended it is complete. Hosts deeper in a tree have theirs
+         * only in a FAILED or LOST frame. */
+        for (size_t i = 0; i < l->n_hosts; i++)
+                if (!l->hosts[i].diagnostic)
+                        l->hosts[i].diagnostic = node_diagnostic(l->node, l->hosts[i].index);
         if (l->gather)
                 print_gathered(l);
         for (int s = 1; s <= 2; s++)

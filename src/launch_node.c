@@ -1184,6 +1184,15 @@ void node_pause_read(struct node *n, bool paused) {
                         lp_conn_pause_read(n->children[i].conn, paused);
 }
 
+char *node_diagnostic(const struct node *n, uint32_t host) {
+        if (host >= n->n_routes || !n->routes[host].child || n->routes[host].pos != 0)
+                return NULL;
+        const struct child *c = &n->children[n->routes[host].child - 1];
+        if (!c->diag_len)
+                return NULL;
+        return launch_utf8_clean(c->diag, c->diag_len);
+}
+
 unsigned node_refused(const struct node *n) {
         return n->refused;
 }

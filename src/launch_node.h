@@ -71,6 +71,10 @@ void node_cancel(struct node *n);
 void node_abandon(struct node *n);
 /* Backpressure: stop/resume reading every child connection. */
 void node_pause_read(struct node *n, bool paused);
+/* The last 4 KiB the agent of host `host` (one this node started itself) wrote on its stderr,
+ * and its stdout's lines before the banner: malloc'd UTF-8 text, NULL when there is none.
+ * Complete once the node is idle (every agent ended, its pipes drained). */
+char *node_diagnostic(const struct node *n, uint32_t host);
 /* Callbacks refused so far. */
 unsigned node_refused(const struct node *n);
 /* The listening address ("[::]:40123"), for --verbose. */
