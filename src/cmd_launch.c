@@ -706,6 +706,22 @@ int cmd_launch(int argc, char **argv) {
                 msg_error("launch: no hosts given (-H LIST or --hostfile FILE)");
                 goto out;
         }
+        if (tree) {
+                /* Levels of the heap-ordered tree: each level is W times the one above. Bound
+                 * it: every level is a relay, the job line nests the subtree (and is built and
+                 * parsed recursively), and a chain of thousands is no tree. */
+                size_t depth = 0, covered = 0, level = 1;
+                while (covered < hl.n) {
+                        level = level > SIZE_MAX / tree ? SIZE_MAX : level * tree;
+                        covered = covered > SIZE_MAX - level ? SIZE_MAX : covered + level;
+                        depth++;
+                }
+                if (depth > LAUNCH_TREE_DEPTH_MAX) {
+                        msg_error("launch: --tree %lu over %zu hosts makes %zu levels (at most %d): use a wider tree",
+                                  tree, hl.n, depth, LAUNCH_TREE_DEPTH_MAX);
+                        goto out;
+                }
+        }
         if (connect_timeout / 1000 > 86400000ull * 365 || start_timeout / 1000 > 86400000ull * 365 ||
             run_timeout / 1000 > 86400000ull * 365 || heartbeat / 1000 > 86400000ull) {
                 msg_error("launch: a deadline is too long");

@@ -9,6 +9,7 @@
 
 #define LAUNCH_JOB_LINE_MAX (1024u * 1024u) /* the job line, newline excluded */
 #define LAUNCH_CALLBACKS_MAX 64              /* addresses in a job line's callback list */
+#define LAUNCH_TREE_DEPTH_MAX 32             /* levels of --tree (usage error above) */
 #define LAUNCH_REFUSED_OUTPUT_MAX (60u * 1024u) /* precheck output kept for REFUSED */
 
 /* Copy len bytes of text into a malloc'd NUL-terminated string that is valid UTF-8: each
