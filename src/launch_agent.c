@@ -472,6 +472,14 @@ static void command_start(struct agent *a) {
         if (a->go)
                 return;
         a->go = true;
+        /* The precheck is over (START needs it done, its group was emptied then). Its group
+         * goes now: a second process-group group would keep the command's from claiming
+         * orphaned descendants, and a populated one costs a walk of /proc at every SIGCHLD. */
+        a->pre_cap = tend_capture_free(a->pre_cap);
+        a->pre_proc = tend_proc_free(a->pre_proc);
+        if (a->pre_group && !tend_group_empty(a->pre_group))
+                (void)tend_group_kill(a->pre_group);
+        a->pre_group = tend_group_free(a->pre_group);
         char message[4700];
         int e = tend_group_new(a->loop, "launch", 0, &a->group);
         if (e < 0) {
