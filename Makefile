@@ -119,9 +119,14 @@ $(HELPER): tests/helper.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $< $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(STATIC_LIB) $(wildcard tests/unit/*.h)
+# A unit test of a part of the program links that part's objects: TEST_OBJ_<test name>.
+TEST_OBJ_test_launch_proto := $(BUILD)/src/launch_proto.o
+TEST_OBJ_test_launch_hosts := $(BUILD)/src/launch_hosts.o
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/unit/%.c $$(TEST_OBJ_$$*) $(STATIC_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -pthread -o $@ $< $(STATIC_LIB) $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(CFLAGS) -Itests/unit -Isrc $(LDFLAGS) -pthread -o $@ $< $(TEST_OBJ_$*) \
+	    $(STATIC_LIB) $(LDLIBS) -lcmocka
 
 # The static program is tested too (tend init in an empty root); sanitizers cannot link -static.
 ifneq ($(SAN),1)
@@ -130,15 +135,16 @@ endif
 tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC) fuzz-build
 .PHONY: tests-build
 
-# Fuzz targets (fuzz/README.md): the configuration parser, the control protocol and the
-# sd_notify parser. `fuzz-build` links each with fuzz/driver.c (corpus replay and deterministic
+# Fuzz targets (fuzz/README.md): the configuration parser, the control protocol, the
+# sd_notify parser and the wire of tend launch. `fuzz-build` links each with fuzz/driver.c (corpus replay and deterministic
 # mutations; tests/test_fuzz.py runs them); `make fuzz` builds them with clang's libFuzzer
 # (and ASan+UBSan) in $(BUILD)-libfuzzer and runs each for FUZZ_TIME seconds.
-FUZZ_TARGETS := config control notify
+FUZZ_TARGETS := config control notify launch
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZ_OBJ_config := $(BUILD)/src/config.o
 FUZZ_OBJ_control := $(BUILD)/src/control.o
 FUZZ_OBJ_notify :=
+FUZZ_OBJ_launch := $(BUILD)/src/launch_proto.o
 FUZZ_TIME ?= 60
 FUZZ_ARGS ?=
 ifeq ($(FUZZ_ENGINE),libfuzzer)
@@ -153,7 +159,6 @@ $(BUILD)/fuzz/%.o: fuzz/%.c fuzz/fuzz.h include/tend.h $(wildcard lib/*.h src/*.
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) $(PROG_DEP_CFLAGS) -Isrc -c -o $@ $<
-.SECONDEXPANSION:
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $$(FUZZ_OBJ_$$*) $(FUZZ_MAIN) $(STATIC_LIB)
 	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PROG_DEP_LIBS) $(LDLIBS)
 fuzz-build: $(FUZZ_BIN)

@@ -15,6 +15,9 @@
 
 /* read() once, retrying on EINTR. Returns bytes (0 at EOF) or -errno (-EAGAIN included). */
 ssize_t io_read(int fd, void *buf, size_t len);
+/* write() once, retrying on EINTR. Returns bytes written (maybe fewer than len) or -errno
+ * (-EAGAIN on a full non-blocking fd): for writers that queue the rest themselves. */
+ssize_t io_write(int fd, const void *buf, size_t len);
 /* Write everything, retrying on EINTR and short writes; on a non-blocking fd, waits for
  * POLLOUT when the pipe is full. Returns 0 or -errno. */
 int io_write_all(int fd, const void *buf, size_t len);

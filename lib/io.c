@@ -17,6 +17,16 @@ ssize_t io_read(int fd, void *buf, size_t len) {
         }
 }
 
+ssize_t io_write(int fd, const void *buf, size_t len) {
+        for (;;) {
+                ssize_t n = write(fd, buf, len);
+                if (n >= 0)
+                        return n;
+                if (errno != EINTR)
+                        return -errno;
+        }
+}
+
 int io_write_all(int fd, const void *buf, size_t len) {
         const char *p = buf;
         while (len > 0) {

@@ -8,7 +8,11 @@ set -eu
 
 BUILD_PACKAGES="build-essential pkg-config zlib1g-dev libjansson-dev libsodium-dev libinih-dev"
 # systemd: systemd-notify, a real sd_notify sender for the tests of tend supervise.
-TEST_PACKAGES="libcmocka-dev python3 python3-pytest python3-pytest-xdist systemd"
+# iproute2, openssh-server, openssh-client: the tests of tend launch make hosts out of network
+# namespaces (ip netns, veth, bridge) and run an sshd in each, so the default ssh agent is used
+# for real (tests/launch_hosts.py).
+TEST_PACKAGES="libcmocka-dev python3 python3-pytest python3-pytest-xdist systemd iproute2
+               openssh-server openssh-client"
 PACKAGES="$BUILD_PACKAGES $TEST_PACKAGES"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -37,6 +37,9 @@ int cmd_record(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_supervise(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
+int cmd_launch(int argc, char **argv);
+/* Internal: the remote side of `tend launch` (and its guard). */
+int cmd_launch_agent(int argc, char **argv);
 /* `tend init` under one of tini's names (argv[0] is that name): tini's defaults. */
 int cmd_init_tini(int argc, char **argv);
 

@@ -24,6 +24,7 @@
 
 #include "help-run.h"
 #include "outq.h"
+#include "run_summary.h"
 
 extern char **environ;
 
@@ -342,57 +343,29 @@ static void on_signal(tend_signal *s, const struct signalfd_siginfo *si, void *u
 
 /* ---- summary ---------------------------------------------------------------------------- */
 
-static double tv_seconds(struct timeval tv) {
-        return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
 static int write_json(struct run *r, const char *path, int exit_code) {
-        json_t *o = json_object();
+        struct run_summary sum = {
+                .command = r->command,
+                .exited = r->exited,
+                .status_lost = r->status_lost,
+                .exit = r->exit,
+                .timed_out = r->timed_out,
+                .stop_step = r->stop_step,
+                .ladder = &r->ladder,
+                .start_usec = r->start_usec,
+                .stdout_bytes = r->cap[1] ? tend_capture_bytes(r->cap[1]) : 0,
+                .stderr_bytes = r->cap[2] ? tend_capture_bytes(r->cap[2]) : 0,
+                .leftovers = r->leftovers,
+                .n_leftovers = r->n_leftovers,
+                .n_leftovers_total = r->n_leftovers_total,
+                .leftover_step = r->leftover_step,
+                .keep_leftovers = r->keep_leftovers,
+                .cgroup = tend_group_kind(r->group) == TEND_GROUP_CGROUP,
+                .tend_exit_code = exit_code,
+        };
+        json_t *o = run_summary_json(&sum);
         if (!o)
                 return -ENOMEM;
-        bool have = r->exited && !r->status_lost;
-        json_object_set_new(o, "command", json_string(r->command));
-        json_object_set_new(o, "exit_code", have && !r->exit.signo ? json_integer(r->exit.code)
-                                                                   : json_null());
-        json_object_set_new(o, "signal", have && r->exit.signo
-                                                 ? json_string(tend_signal_name(r->exit.signo))
-                                                 : json_null());
-        json_object_set_new(o, "signal_number",
-                            have && r->exit.signo ? json_integer(r->exit.signo) : json_null());
-        json_object_set_new(o, "core_dumped", json_boolean(have && r->exit.core));
-        json_object_set_new(o, "status_lost", json_boolean(r->status_lost));
-        json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
-        json_object_set_new(o, "stop_step", r->stop_step >= 0 ? json_integer(r->stop_step)
-                                                              : json_null());
-        json_object_set_new(o, "stop_signal",
-                            r->stop_step >= 0
-                                    ? json_string(tend_signal_name(r->ladder.step[r->stop_step].signo))
-                                    : json_null());
-        uint64_t end = have ? r->exit.end_usec : tend_now_usec();
-        json_object_set_new(o, "wall_seconds", json_real((double)(end - r->start_usec) / 1e6));
-        json_object_set_new(o, "user_cpu_seconds",
-                            json_real(have ? tv_seconds(r->exit.rusage.ru_utime) : 0));
-        json_object_set_new(o, "system_cpu_seconds",
-                            json_real(have ? tv_seconds(r->exit.rusage.ru_stime) : 0));
-        json_object_set_new(o, "max_rss_kib", json_integer(have ? r->exit.rusage.ru_maxrss : 0));
-        json_object_set_new(o, "stdout_bytes",
-                            json_integer(r->cap[1] ? (json_int_t)tend_capture_bytes(r->cap[1]) : 0));
-        json_object_set_new(o, "stderr_bytes",
-                            json_integer(r->cap[2] ? (json_int_t)tend_capture_bytes(r->cap[2]) : 0));
-        json_t *left = json_array();
-        for (size_t i = 0; i < r->n_leftovers; i++)
-                json_array_append_new(left, json_integer(r->leftovers[i]));
-        json_object_set_new(o, "leftovers", left);
-        json_object_set_new(o, "leftovers_total", json_integer((json_int_t)r->n_leftovers_total));
-        json_object_set_new(o, "leftovers_stop_signal",
-                            r->leftover_step >= 0
-                                    ? json_string(tend_signal_name(r->ladder.step[r->leftover_step].signo))
-                                    : json_null());
-        json_object_set_new(o, "leftovers_kept", json_boolean(r->keep_leftovers &&
-                                                              r->n_leftovers_total > 0));
-        json_object_set_new(o, "group", json_string(tend_group_kind(r->group) == TEND_GROUP_CGROUP
-                                                            ? "cgroup" : "process-group"));
-        json_object_set_new(o, "tend_exit_code", json_integer(exit_code));
         char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
         json_decref(o);
         if (!text)

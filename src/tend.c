@@ -9,7 +9,7 @@
 struct command {
         const char *name;
         int (*fn)(int argc, char **argv);
-        const char *summary;
+        const char *summary; /* NULL: internal, not listed by --help */
 };
 
 static const struct command commands[] = {
@@ -17,7 +17,10 @@ static const struct command commands[] = {
         { "init", cmd_init, "be a container's PID 1: forward signals, reap zombies, end cleanly" },
         { "supervise", cmd_supervise, "keep many services up from one event loop" },
         { "ctl", cmd_ctl, "ask a running `tend supervise`: status, start, stop, wait, logs" },
+        { "launch", cmd_launch, "start a command on many hosts and know for sure which started" },
         { "record", cmd_record, "read records written by `tend run --record`" },
+        /* What `tend launch` runs on each host (through ssh or the --agent template). */
+        { "launch-agent", cmd_launch_agent, NULL },
 };
 
 void msg_verror(const char *fmt, va_list ap) {
@@ -37,7 +40,8 @@ void msg_error(const char *fmt, ...) {
 static void usage(FILE *f) {
         fprintf(f, "usage: tend COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+                if (commands[i].summary)
+                        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
         fprintf(f, "\n'tend COMMAND --help' or 'man tend-COMMAND' tells more.\n");
 }
 

@@ -20,7 +20,12 @@ temporary root) from pytest's environment. At the end of the run the check fails
   - a cgroup directory named tend-* below our own cgroup (cgroup v2) that did not exist at
     the start;
   - a new entry in /tmp whose name starts with "tend", other than the session root and the
-    roots of other live sessions.
+    roots of other live sessions;
+  - a network namespace or a network link (bridge, veth) named tend-* that did not exist at
+    the start (made by the test hosts of tests/netns_hosts.py); they are removed after being
+    reported, unless another test session is running (then they may be its own: a note);
+  - an sshd whose command line names this session's root (the per-host sshds of
+    tests/netns_hosts.py); killed after being reported.
 Processes of this session that are still alive are killed after being reported, so one bad
 run does not spoil the next. A process that is already dying gets up to LEAK_GRACE seconds
 (waited for through a pidfd, not by polling) before it counts. "leak check: clean" is
@@ -209,6 +214,8 @@ def pytest_configure(config):
         cgroups=set(_tend_cgroups()),
         build_procs={(p.pid, p.start) for p in _scan_procs() if p.in_build},
         leaks_from_workers=[],
+        netns=_netns_hosts().our_netns(),
+        links=_netns_hosts().our_links(),
     )
 
 
@@ -245,8 +252,10 @@ def pytest_sessionfinish(session, exitstatus):
         return
     problems = zombies + _state.get("leaks_from_workers", [])
     notes = []
+    problems += _check_sshd()
     problems += _check_processes(notes)
     problems += _check_cgroups(notes)
+    problems += _check_net(notes)
     problems += _check_tmp(notes)
     root = _state.get("root")
     if root:
@@ -438,6 +447,47 @@ def _check_processes(notes):
                 problems.append(line)
         os.close(fd)
     return problems
+
+
+# ---- the test hosts of tend launch: sshds, namespaces, links ----------------------------------
+
+def _netns_hosts():
+    # Imported when needed: tests/netns_hosts.py imports this module.
+    import netns_hosts
+    return netns_hosts
+
+
+def _check_sshd():
+    """sshds started for this session (their config is below the session root)."""
+    root = _state.get("root")
+    if not root:
+        return []
+    found = [p for p in _scan_procs()
+             if p.state != "Z" and p.exe and os.path.basename(p.exe) == "sshd"
+             and root + "/" in p.cmdline]
+    problems = []
+    for fd, p in _wait_for_exit(found, LEAK_GRACE):
+        problems.append(f"sshd: {p.describe()} (killed)")
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+    return problems
+
+
+def _check_net(notes):
+    netns = _netns_hosts().our_netns() - _state.get("netns", set())
+    links = _netns_hosts().our_links() - _state.get("links", set())
+    if not netns and not links:
+        return []
+    lines = [f"network namespace: {n}" for n in sorted(netns)]
+    lines += [f"network link: {l}" for l in sorted(links)]
+    if _other_sessions_alive():
+        notes.extend(l + "; another test session is running, it may be theirs" for l in lines)
+        return []
+    _netns_hosts().remove_net(netns, links)
+    return [l + " (removed)" for l in lines]
 
 
 # ---- cgroups and /tmp ----------------------------------------------------------------------

@@ -638,6 +638,35 @@ static int mode_flood(char **argv UNUSED) {
         return 0;
 }
 
+/* Numbered lines on both streams, interleaved write by write, then a last line without a
+ * newline on each: what `tend launch` must bring home whole, in order, each on its stream.
+ * Several lines go into one write now and then (a batch of 1..7), so a reader sees lines cut
+ * across reads too. */
+static int mode_numbered(char **argv) {
+        long long n = parse_num(argv[0], 0, LLONG_MAX, "line count");
+        const int fds[2] = { STDOUT_FILENO, STDERR_FILENO };
+        static const char *const tags[2] = { "out", "err" };
+        long long next[2] = { 0, 0 };
+        uint32_t lcg = 20251123u;
+        char buf[512];
+
+        while (next[0] < n || next[1] < n) {
+                for (int s = 0; s < 2; s++) {
+                        size_t len = 0;
+                        lcg = lcg * 1103515245u + 12345u;
+                        int batch = 1 + (int)((lcg >> 16) % 7);
+                        for (int b = 0; b < batch && next[s] < n; b++)
+                                len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %lld\n",
+                                                        tags[s], next[s]++);
+                        if (len > 0 && write_all(fds[s], buf, len) < 0)
+                                die("write %s: %s", tags[s], strerror(errno));
+                }
+        }
+        if (write_all(STDOUT_FILENO, "out end", 7) < 0 || write_all(STDERR_FILENO, "err end", 7) < 0)
+                die("write: %s", strerror(errno));
+        return 0;
+}
+
 static int mode_flood_check(char **argv UNUSED) {
         char tag = stream_tag(argv[0]);
         long long want = parse_num(argv[1], 0, LLONG_MAX, "byte count");
@@ -1206,6 +1235,8 @@ static const struct mode modes[] = {
           "  close stdout and stderr, report ready, wait forever" },
         { "flood", mode_flood, 1, 1,
           "BYTES  write BYTES of pattern to stdout and to stderr, interleaved, chunks 1..65536" },
+        { "numbered", mode_numbered, 1, 1,
+          "N  lines 'out I' on stdout and 'err I' on stderr (I = 0..N-1), interleaved, then 'out end' and 'err end' without newline" },
         { "flood-check", mode_flood_check, 2, 2,
           "stdout|stderr BYTES  exit 0 iff stdin is exactly that stream's flood pattern" },
         { "last-words", mode_last_words, 1, 1,
