@@ -9,7 +9,7 @@ import pytest
 
 from conftest import BUILD_DIR, REPO, _built
 
-TARGETS = ["config", "control", "notify"]
+TARGETS = ["config", "control", "notify", "launch"]
 MUTATIONS = int(os.environ.get("TEND_FUZZ_MUTATIONS", "20000"))
 SECONDS = float(os.environ.get("TEND_FUZZ_SECONDS", "60"))
 
