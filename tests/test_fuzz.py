@@ -47,7 +47,8 @@ def test_fuzz_another_seed(target, tmp):
 
 def test_fuzz_oversized_inputs(tmp):
     # What mutations of small seeds hardly reach: a control line over the 64 KiB limit (with
-    # a request after it), a datagram over the 4096-byte limit, a huge configuration line.
+    # a request after it), a datagram over the 4096-byte limit, a huge configuration line,
+    # frames of tend launch at and above their bound.
     big = tmp / "big"
     big.mkdir()
     (big / "control").write_bytes(b'{"verb":"status","x":"' + b"a" * 70000 + b'"}\n'
@@ -57,6 +58,11 @@ def test_fuzz_oversized_inputs(tmp):
     (big / "notify").write_bytes(b"STATUS=" + b"x" * 5000)
     (big / "config").write_bytes(b"[service a]\ncommand = " + b"y " * 40000 + b"\n"
                                  b"environment = " + b"K=v " * 20000 + b"\n")
+    # tend launch's wire: an OUT frame of exactly the 64 KiB bound, then one above it.
+    def frame(ftype, length, fill):
+        return (bytes([ftype, 1, 0, 0]) + (0).to_bytes(4, "big") + length.to_bytes(4, "big")
+                + fill * length)
+    (big / "launch").write_bytes(frame(9, 65536, b"o") + frame(9, 70000, b"p"))
     for target in TARGETS:
         run_driver(target, tmp, big / target, *[p for p in [big / "control-exact"]
                                                    if target == "control"], mutations=200)
