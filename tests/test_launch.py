@@ -706,11 +706,10 @@ def test_host_that_cannot_call_back(lab, how):
     if how == "no-route":
         assert e["reason"] == "agent-exited", e
         assert "call back" in (e["diagnostic"] or ""), e
-    elif e["reason"] != "start-timeout":
-        # The agent knows the same deadline (from the job line, also counted from its
-        # banner) and may give up a moment before the launcher does: then it is its exit
-        # the launcher sees first, and the diagnostic says it was the start deadline.
-        assert e["reason"] == "agent-exited" and "start deadline" in (e["diagnostic"] or ""), e
+    else:
+        # The agent knows the deadline too (from the job line, counted from its banner), but
+        # its own runs a margin longer: the launcher's decides.
+        assert e["reason"] == "start-timeout", e
     assert not lab.ran(cut_off)
     assert_exited(result, site.hosts[:2])
     assert all(lab.ran(h) for h in site.hosts[:2])
