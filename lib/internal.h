@@ -21,6 +21,10 @@ ssize_t io_write(int fd, const void *buf, size_t len);
 /* Write everything, retrying on EINTR and short writes; on a non-blocking fd, waits for
  * POLLOUT when the pipe is full. Returns 0 or -errno. */
 int io_write_all(int fd, const void *buf, size_t len);
+/* poll() one fd for events, for at most timeout_ms (-1: no bound), EINTR retried with what
+ * is left of the timeout. Returns the revents, 0 on timeout, or -errno. For the few places
+ * that block on purpose outside a loop (the launch guard). */
+int io_poll_one(int fd, short events, int timeout_ms);
 /* Read a whole small file (pseudo-files in /proc and /sys) into buf, NUL-terminated. Returns
  * the length or -errno; -EFBIG if it does not fit. */
 ssize_t io_read_file(const char *path, char *buf, size_t size);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 ssize_t io_read(int fd, void *buf, size_t len) {
@@ -53,6 +54,32 @@ int io_write_all(int fd, const void *buf, size_t len) {
                 len -= (size_t)n;
         }
         return 0;
+}
+
+int io_poll_one(int fd, short events, int timeout_ms) {
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (;;) {
+                struct pollfd pfd = { .fd = fd, .events = events };
+                int r = poll(&pfd, 1, timeout_ms);
+                if (r > 0)
+                        return pfd.revents;
+                if (r == 0)
+                        return 0;
+                if (errno != EINTR)
+                        return -errno;
+                if (timeout_ms >= 0) {
+                        /* What is left of the timeout after the interruption. */
+                        struct timespec now;
+                        clock_gettime(CLOCK_MONOTONIC, &now);
+                        long spent = (now.tv_sec - start.tv_sec) * 1000 +
+                                     (now.tv_nsec - start.tv_nsec) / 1000000;
+                        if (spent >= timeout_ms)
+                                return 0;
+                        timeout_ms -= (int)spent;
+                        start = now;
+                }
+        }
 }
 
 ssize_t io_read_file_at(int dirfd, const char *path, char *buf, size_t size) {

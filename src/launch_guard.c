@@ -14,10 +14,12 @@
 #include "launch.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GUARD_INPUT_MAX 64
@@ -46,6 +48,40 @@ static void kill_cgroup(const char *path) {
                 if (!any)
                         return;
         }
+}
+
+/* After the kill: once the kernel says the cgroup is empty (cgroup.events "populated 0",
+ * signalled with POLLPRI; members that are zombies of someone else no longer count), remove
+ * it, so a killed agent leaves no cgroup behind either. Bounded: a member stuck in the kernel
+ * (D state) keeps the directory, and the guard does not wait for it forever. */
+#define GUARD_EMPTY_WAIT_MS 10000
+
+static void remove_cgroup_when_empty(const char *path) {
+        char file[4096];
+        snprintf(file, sizeof file, "%s/cgroup.events", path);
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        int left = GUARD_EMPTY_WAIT_MS;
+        for (;;) {
+                char buf[256];
+                ssize_t n = lseek(fd, 0, SEEK_SET) == 0 ? io_read(fd, buf, sizeof buf - 1) : -1;
+                if (n <= 0)
+                        break;
+                buf[n] = '\0';
+                if (strstr(buf, "populated 0"))
+                        break;
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                if (io_poll_one(fd, POLLPRI, left) <= 0)
+                        break;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                left -= (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+                if (left <= 0)
+                        break;
+        }
+        io_close(fd);
+        (void)rmdir(path);
 }
 
 int launch_guard_main(int argc, char **argv) {
@@ -79,9 +115,10 @@ int launch_guard_main(int argc, char **argv) {
                 }
         }
         /* The agent is gone without saying done. */
-        if (cgroup)
+        if (cgroup) {
                 kill_cgroup(argv[3]);
-        else if (pgid > 1)
+                remove_cgroup_when_empty(argv[3]);
+        } else if (pgid > 1)
                 (void)kill(-(pid_t)pgid, SIGKILL);
         msg_error("launch-agent: guard: the agent died; its command's group was killed");
         return 1;

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, child_env
+from conftest import REPO, cgroup2_writable, child_env
 from netns_hosts import IP, Site, describe, wait_gone
 
 TIMEOUT = 30           # bound of every launch and every wait for an event
@@ -348,6 +348,19 @@ def agent_pid(site, host):
             found.append(pid)
     assert len(found) == 1, f"agents of {host.name}: " + "; ".join(map(describe, found))
     return found[0]
+
+
+def guard_argvs(site, host):
+    """[(pid, argv)] of the guards in host's namespace."""
+    found = []
+    for pid in site.pids(host):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"launch-agent" in cmd and b"--guard" in cmd:
+            found.append((pid, cmd))
+    return found
 
 
 def ppid(pid):
@@ -976,17 +989,40 @@ def test_launcher_killed_leaves_nothing_running(lab, helper, agent):
     assert took < LIFELINE_BOUND
 
 
-def test_agent_killed_its_guard_stops_the_command(lab):
+@pytest.mark.parametrize("agent", ["netns", "nsenter"])
+def test_agent_killed_its_guard_stops_the_command(lab, agent):
     """SIGKILL to host 0's agent: the guard kills the command at once; the launcher reports
-    host 0 lost; host 1 goes on."""
+    host 0 lost; host 1 goes on. `ip netns exec` mounts a sysfs of its own (no cgroup2 there),
+    so its agents use process groups; `nsenter --net` keeps the machine's mounts, so there the
+    agent makes a cgroup, which the guard must also remove once it is empty."""
     site = lab.site(2)
     h0, h1 = site.hosts
-    l = lab.launch(site, [*lab.netns_agent(), *common(hb=2.0), "-H", names_arg(site.hosts)],
+    if agent == "nsenter":
+        if not shutil.which("nsenter"):
+            pytest.skip("needs nsenter (Debian package util-linux)")
+        agent_args = ["--agent", f"{shutil.which('nsenter')} --net=/run/netns/%h"]
+    else:
+        agent_args = lab.netns_agent()
+    l = lab.launch(site, [*agent_args, *common(hb=2.0), "-H", names_arg(site.hosts)],
                    lab.gate_command())
     pids = l.ready_pids(site.hosts)
-    os.kill(agent_pid(site, h0), signal.SIGKILL)
-    # Heartbeat 2s: gone well before a heartbeat could have been missed.
-    pids_gone([pids[h0.name]], 2.0)
+    guards = guard_argvs(site, h0)
+    assert len(guards) == 1, guards
+    guard_pid, guard_argv = guards[0]
+    kind = guard_argv[guard_argv.index(b"--guard") + 1]
+    if agent == "nsenter" and cgroup2_writable():
+        assert kind == b"cgroup", guard_argv
+    guard_fd = os.pidfd_open(guard_pid)
+    try:
+        os.kill(agent_pid(site, h0), signal.SIGKILL)
+        # Heartbeat 2s: gone well before a heartbeat could have been missed.
+        pids_gone([pids[h0.name]], 2.0)
+        assert select.select([guard_fd], [], [], TIMEOUT)[0], "the guard did not exit"
+    finally:
+        os.close(guard_fd)
+    if kind == b"cgroup":
+        path = guard_argv[guard_argv.index(b"--guard") + 2].decode()
+        assert not os.path.exists(path), f"the guard left the cgroup {path}"
     lab.open_gate(h1)
     assert l.finish() == 2, l.text()
     result = l.hosts()
