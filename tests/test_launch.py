@@ -1082,6 +1082,22 @@ def test_signals_are_forwarded_to_every_command(lab, helper, sig):
     assert_exited(l.hosts(), site.hosts)
 
 
+def test_signals_in_tree_mode_reach_every_host(lab, helper):
+    """Tree mode, width 2 over 7 hosts: a signal to the launcher is relayed down two levels
+    and reaches the command on every host, and their output comes back up."""
+    site = lab.site(7)
+    l = lab.launch(site, [*lab.netns_agent(), *common(), "--tree", "2",
+                          "-H", names_arg(site.hosts)],
+                   ["/usr/bin/env", "HELPER_READY_FD=1", helper, "catch", "USR2"])
+    l.ready_pids(site.hosts)
+    l.proc.send_signal(signal.SIGUSR2)
+    alt = "|".join(re.escape(h.name) for h in site.hosts)
+    got = l.wait_line(rf"^({alt}): got USR2 from \d+$", count=7)
+    assert sorted(m.group(1) for m in got) == sorted(site.names)
+    assert l.finish() == 0, l.text()
+    assert_exited(l.hosts(), site.hosts)
+
+
 @pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
 def test_int_term_hup_cancel_hosts_not_started_yet(lab, helper, sig):
     """INT (TERM, HUP) while host 2 has not started (its agent is up but has not called
