@@ -545,8 +545,26 @@ static int cg_collect(int dir_fd, int depth, struct mvec *out) {
         return r;
 }
 
+static int events_fd_read(int fd);
+
+/* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
+ * left anywhere below it. Read through an fd of its own: reading the watched one would
+ * consume the change notification that the empty event waits for. */
+static bool cg_surely_empty(tend_group *g) {
+        int fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        int r = events_fd_read(fd);
+        io_close(fd);
+        return r == 0;
+}
+
 /* Live members, sorted by pid, each with its start time. */
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        /* The common end of a run: nothing left. Three system calls instead of reading
+         * cgroup.procs and listing the directory for sub-cgroups. */
+        if (cg_surely_empty(g))
+                return 0;
         struct mvec raw = { 0 };
         int r = cg_collect(g->dir_fd, 0, &raw);
         if (r < 0)
@@ -1140,9 +1158,15 @@ static void cg_evacuate(tend_group *g) {
 static void cgroup_teardown(tend_group *g) {
         g->watch = tend_watch_free(g->watch);
         for (int t = 0; t < GROUP_FREE_TRIES; t++) {
-                cg_rmdir_children(g->dir_fd, 0);
+                /* Sub-cgroups (made by a member) are rare: try the leaf alone first, and list
+                 * the directory only when rmdir says it is busy. */
                 if (rmdir(g->path) == 0 || errno == ENOENT)
                         break;
+                if (errno == EBUSY || errno == ENOTEMPTY) {
+                        cg_rmdir_children(g->dir_fd, 0);
+                        if (rmdir(g->path) == 0 || errno == ENOENT)
+                                break;
+                }
                 if (errno != EBUSY)
                         break; /* not ours to remove after all; leave it */
                 /* Still populated (zombies do not count, so these are live or still exiting
