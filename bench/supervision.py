@@ -397,14 +397,24 @@ class S6(Design):
         self.proc = self.box.spawn([SVSCAN, "-t0", f"-c{max(1000, 2 * self.n)}", self.scan],
                                    env=env)
 
+    # One s6-svwait subscribes to at most 1,000 services (seen: "unable to subscribe to events
+    # for .../s01000: Too many open files in system" for 10,000); the states waited for hold
+    # once reached, so groups of 1,000 one after another wait for all of them.
+    SVWAIT_MAX = 1000
+
     def svwait(self, flag, timeout):
-        r = subprocess.run(["s6-svwait", flag, "-a", "-t", str(int(timeout * 1000))] +
-                           self.dirs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
-                                                                 (NOFILE, NOFILE)))
-        if r.returncode != 0:
-            log(f"s6-svwait {flag}: exit {r.returncode}: {r.stderr.decode()[:200]}")
-        return r.returncode == 0
+        deadline = time.monotonic() + timeout
+        for i in range(0, len(self.dirs), self.SVWAIT_MAX):
+            left = max(1, int((deadline - time.monotonic()) * 1000))
+            r = subprocess.run(["s6-svwait", flag, "-a", "-t", str(left)] +
+                               self.dirs[i:i + self.SVWAIT_MAX], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                     (NOFILE, NOFILE)))
+            if r.returncode != 0:
+                log(f"s6-svwait {flag}: exit {r.returncode}: {r.stderr.decode()[:200]}")
+                return False
+        return True
 
     def confirm_up(self, timeout):
         return 0 if self.svwait("-u", timeout) else self.n
