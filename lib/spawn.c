@@ -71,6 +71,8 @@ struct child_ctx {
         int high_base;           /* staged fds go at or above this number */
         int cgroup_procs_fd;     /* clone() fallback: the child moves itself into the cgroup */
         bool child_joins_cgroup;
+        bool handlers_cleared;   /* CLONE_CLEAR_SIGHAND did the reset of the handlers */
+        int fail_step;           /* do_clone: the step of a failure before the clone, or 0 */
         int pty_dst;             /* fd number of the pty slave in the child, or -1 */
         bool do_setpgid;
         pid_t pgid;
@@ -159,6 +161,8 @@ static CHILD_FN int child_main(void *arg) {
         for (int s = 1; s < _NSIG; s++) {
                 if (s == SIGKILL || s == SIGSTOP)
                         continue;
+                if (c->handlers_cleared && !(o->flags & TEND_SPAWN_RESET_IGNORED))
+                        break; /* the kernel reset the handlers; ignored ones stay */
                 struct kernel_sigaction sa;
                 if (syscall(SYS_rt_sigaction, s, NULL, &sa, sizeof(uint64_t)) < 0)
                         continue;
@@ -349,6 +353,33 @@ __asm__(".text\n"
 
 /* 0 unknown, 1 usable, -1 refused (ENOSYS, or EPERM from a seccomp filter: FACTS). */
 static int clone3_state;
+/* CLONE_CLEAR_SIGHAND (Linux 5.5) with clone3: 0 unknown, 1 accepted, -1 refused (EINVAL
+ * from a kernel between 5.3 and 5.5). */
+static int clear_sighand_state;
+
+/* The child's stack is kept for the next spawn instead of being mapped and unmapped for each:
+ * the munmap of pages the child touched, possibly on another CPU, costs a TLB flush there,
+ * and a supervisor spawns again and again. One spare, taken and given back atomically
+ * (spawns may run in several threads: a second one maps its own and unmaps it after). Never
+ * unmapped: 256 KiB of address space, of which only the pages the child touched are
+ * resident. */
+static void *spare_stack;
+
+static void *stack_get(void) {
+        void *s = __atomic_exchange_n(&spare_stack, NULL, __ATOMIC_ACQ_REL);
+        if (s)
+                return s;
+        s = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        return s == MAP_FAILED ? NULL : s;
+}
+
+static void stack_put(void *s) {
+        void *none = NULL;
+        if (s && !__atomic_compare_exchange_n(&spare_stack, &none, s, false, __ATOMIC_ACQ_REL,
+                                              __ATOMIC_ACQUIRE))
+                munmap(s, CHILD_STACK_SIZE);
+}
 
 static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_pidfd) {
         int pidfd = -1;
@@ -367,9 +398,24 @@ static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_
                         args.flags |= CLONE_INTO_CGROUP;
                         args.cgroup = (uint64_t)cgroup_fd;
                 }
+                /* The kernel resets every handler to SIG_DFL (ignored signals stay ignored,
+                 * as exec would keep them), so the child need not ask for each of the 64
+                 * dispositions under vfork, with the parent waiting. */
+                bool clear = __atomic_load_n(&clear_sighand_state, __ATOMIC_RELAXED) >= 0;
+                if (clear)
+                        args.flags |= CLONE_CLEAR_SIGHAND;
+                c->handlers_cleared = clear;
                 long r = tend_clone3_raw(&args, sizeof args, child_main, c);
+                if (r == -EINVAL && clear) {
+                        __atomic_store_n(&clear_sighand_state, -1, __ATOMIC_RELAXED);
+                        args.flags &= ~(uint64_t)CLONE_CLEAR_SIGHAND;
+                        c->handlers_cleared = false;
+                        r = tend_clone3_raw(&args, sizeof args, child_main, c);
+                }
                 if (r > 0) {
                         __atomic_store_n(&clone3_state, 1, __ATOMIC_RELAXED);
+                        if (clear)
+                                __atomic_store_n(&clear_sighand_state, 1, __ATOMIC_RELAXED);
                         *ret_pidfd = pidfd;
                         return (pid_t)r;
                 }
@@ -379,10 +425,15 @@ static pid_t do_clone(struct child_ctx *c, void *stack, int cgroup_fd, int *ret_
         }
 #endif
         if (cgroup_fd >= 0) {
-                if (c->cgroup_procs_fd < 0)
-                        return -EOPNOTSUPP;
+                /* Opened only now, when clone3 is refused: the common case never needs it. */
+                c->cgroup_procs_fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+                if (c->cgroup_procs_fd < 0) {
+                        c->fail_step = TEND_STEP_CGROUP;
+                        return -errno;
+                }
                 c->child_joins_cgroup = true;
         }
+        c->handlers_cleared = false;
         pid_t pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE,
                           CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, c, &pidfd);
         if (pid < 0)
@@ -443,8 +494,8 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
                 goto out_step;
         }
         int parent_end[3] = { -1, -1, -1 }, child_end[3] = { -1, -1, -1 };
-        int pty_master = -1, pty_slave = -1, cgroup_procs_fd = -1;
-        void *stack = MAP_FAILED;
+        int pty_master = -1, pty_slave = -1;
+        void *stack = NULL;
 
         c->o = o;
         c->file = o->file ? o->file : o->argv[0];
@@ -588,24 +639,21 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         else
                 sigemptyset(&c->final_mask);
 
-        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
+        stack = stack_get();
+        if (!stack) {
                 r = -errno;
                 goto out;
         }
-        /* Until clone3 is known to work, have the fallback's way into the cgroup ready; and
-         * use it at once for a cgroup that CLONE_INTO_CGROUP no longer works for. */
-        bool migrate = cgroup_fd >= 0 && group_spawn_migrates(o->group);
-        if (cgroup_fd >= 0 && (migrate || __atomic_load_n(&clone3_state, __ATOMIC_RELAXED) != 1)) {
-                cgroup_procs_fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-                c->cgroup_procs_fd = cgroup_procs_fd;
-                if (cgroup_procs_fd < 0) {
+        /* A cgroup that CLONE_INTO_CGROUP no longer works for (group_spawn_migrates: after a
+         * cgroup.kill) is joined by the child itself, through cgroup.procs, under clone3 too. */
+        if (cgroup_fd >= 0 && group_spawn_migrates(o->group)) {
+                c->cgroup_procs_fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+                if (c->cgroup_procs_fd < 0) {
                         r = -errno;
                         step = TEND_STEP_CGROUP;
                         goto out;
                 }
-                c->child_joins_cgroup = migrate;
+                c->child_joins_cgroup = true;
         }
 
         /* No handler may run in the child while it shares our memory and stack-less state;
@@ -619,7 +667,7 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         if (pid < 0) {
                 r = pid;
-                step = TEND_STEP_CLONE;
+                step = c->fail_step ? (enum tend_spawn_step)c->fail_step : TEND_STEP_CLONE;
                 goto out;
         }
         if (c->err) {
@@ -651,9 +699,8 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         pty_master = -1;
         step = TEND_STEP_NONE;
 out:
-        if (stack != MAP_FAILED)
-                munmap(stack, CHILD_STACK_SIZE);
-        io_close(cgroup_procs_fd);
+        stack_put(stack);
+        io_close(c->cgroup_procs_fd);
         for (int i = 0; i < 3; i++) {
                 io_close(parent_end[i]);
                 io_close(child_end[i]);
