@@ -553,7 +553,7 @@ def comm(pid):
 # ---- 4. supervision at scale ------------------------------------------------------------
 
 def scale_once(a, base, design, n, window):
-    tmp = tempfile.mkdtemp(prefix="tend-bench-sup-")
+    tmp = tempfile.mkdtemp(prefix="bench-sup-")
     box = Box(base, design)
     fifo = Fifo(os.path.join(tmp, "reports"))
     d = DESIGNS[design](a, tmp, box, n, "idle", {"BENCH_FIFO": fifo.path})
@@ -712,7 +712,7 @@ class Bare(Design):
 
 
 def restart_once(a, base, design, restarts, run_ms):
-    tmp = tempfile.mkdtemp(prefix="tend-bench-rst-")
+    tmp = tempfile.mkdtemp(prefix="bench-rst-")
     box = Box(base, design)
     fifo = Fifo(os.path.join(tmp, "reports"))
     cls = Bare if design == "bare" else DESIGNS[design]
@@ -777,7 +777,7 @@ def bench_restart(a, res, h):
 # ---- 7. startup of many services with readiness -----------------------------------------
 
 def startup_once(a, base, design, n):
-    tmp = tempfile.mkdtemp(prefix="tend-bench-up-")
+    tmp = tempfile.mkdtemp(prefix="bench-up-")
     box = Box(base, design)
     fifo = Fifo(os.path.join(tmp, "reports"))
     d = DESIGNS[design](a, tmp, box, n, "ready", {"BENCH_FIFO": fifo.path})
