@@ -28,6 +28,9 @@ int prog_owner_loop(tend_loop **ret_loop, tend_orphan_cb on_orphan, void *userda
  * would also get what is written to "stdout". Hold each closed one with /dev/null,
  * close-on-exec, so that children still find it closed. Called first thing in main(). */
 void prog_hold_closed_stdio(void);
+/* Write text and a newline to the file path (created or truncated, mode 0666 less the
+ * umask), or to stderr for "-": the --json FILE of run and launch. 0 or -errno. */
+int prog_write_line_to(const char *path, const char *text);
 /* Make our own process group the terminal's foreground again (after a child had it). */
 void prog_take_terminal_back(void);
 

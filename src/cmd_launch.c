@@ -475,23 +475,7 @@ static int write_json(struct launch *l, const char *path) {
         char *text = launch_json_text(o);
         if (!text)
                 return -ENOMEM;
-        int e = 0;
-        size_t len = strlen(text);
-        if (!strcmp(path, "-")) {
-                e = io_write_all(STDERR_FILENO, text, len);
-                if (e == 0)
-                        e = io_write_all(STDERR_FILENO, "\n", 1);
-        } else {
-                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
-                if (fd < 0) {
-                        e = -errno;
-                } else {
-                        e = io_write_all(fd, text, len);
-                        if (e == 0)
-                                e = io_write_all(fd, "\n", 1);
-                        io_close(fd);
-                }
-        }
+        int e = prog_write_line_to(path, text);
         free(text);
         return e;
 }

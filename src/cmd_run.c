@@ -370,28 +370,10 @@ static int write_json(struct run *r, const char *path, int exit_code) {
         json_decref(o);
         if (!text)
                 return -ENOMEM;
-        int e = 0;
-        size_t len = strlen(text);
-        text[len] = '\0';
-        if (!strcmp(path, "-")) {
-                /* On a line of its own, even after output that did not end its last line. */
-                if (!r->sink[2].ends_line)
-                        (void)io_write_all(STDERR_FILENO, "\n", 1);
-                e = io_write_all(STDERR_FILENO, text, len);
-                if (e == 0)
-                        e = io_write_all(STDERR_FILENO, "\n", 1);
-        } else {
-                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
-                if (fd < 0) {
-                        e = -errno;
-                } else {
-                        e = io_write_all(fd, text, len);
-                        if (e == 0)
-                                e = io_write_all(fd, "\n", 1);
-                        if (close(fd) < 0 && e == 0 && errno != EINTR)
-                                e = -errno;
-                }
-        }
+        /* On stderr, on a line of its own, even after output that did not end its last line. */
+        if (!strcmp(path, "-") && !r->sink[2].ends_line)
+                (void)io_write_all(STDERR_FILENO, "\n", 1);
+        int e = prog_write_line_to(path, text);
         free(text);
         return e;
 }

@@ -58,3 +58,22 @@ void prog_hold_closed_stdio(void) {
                         io_close(n);
         }
 }
+
+int prog_write_line_to(const char *path, const char *text) {
+        size_t len = strlen(text);
+        if (!strcmp(path, "-")) {
+                int e = io_write_all(STDERR_FILENO, text, len);
+                return e < 0 ? e : io_write_all(STDERR_FILENO, "\n", 1);
+        }
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
+        if (fd < 0)
+                return -errno;
+        int e = io_write_all(fd, text, len);
+        if (e == 0)
+                e = io_write_all(fd, "\n", 1);
+        /* A failed close of a file we wrote can be the first news of a full disk (NFS); EINTR
+         * leaves the fd closed on Linux and says nothing of the data. */
+        if (close(fd) < 0 && e == 0 && errno != EINTR)
+                e = -errno;
+        return e;
+}
