@@ -38,7 +38,7 @@ def _contenders(a, site, n):
     if os.access(PDSH, os.X_OK):
         rows.append(("pdsh-exec", [PDSH, "-R", "exec", "-f", "64", "-w", hosts,
                                    "ip", "netns", "exec", "%h", "true"]))
-    if site.sshd:
+    if site.ssh:
         rows += [("tend-ssh", site.wrap(base + ["--", "true"])),
                  ("tend-ssh-tree", site.wrap(base + ["--tree", "4", "--", "true"]))]
         if os.access(PDSH, os.X_OK):
