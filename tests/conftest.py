@@ -205,13 +205,15 @@ def pytest_configure(config):
         return
     _remove_dead_roots()
     root = tempfile.mkdtemp(prefix=ROOT_PREFIX + f"{os.getpid()}-", dir="/tmp")
+    tend_cgroups, other_cgroups = _cgroup_dirs()
     # mkdtemp adds a random suffix; the name must still say which pid owns it.
     os.environ[SESSION_VAR] = root
     os.environ["TEND_BUILD"] = str(BUILD_DIR)
     _state.update(
         root=root,
         tmp_entries=set(os.listdir("/tmp")),
-        cgroups=set(_tend_cgroups()),
+        cgroups=tend_cgroups,
+        other_cgroups=other_cgroups,
         build_procs={(p.pid, p.start) for p in _scan_procs() if p.in_build},
         leaks_from_workers=[],
         netns=_netns_hosts().our_netns(),
@@ -492,14 +494,33 @@ def _check_net(notes):
 
 # ---- cgroups and /tmp ----------------------------------------------------------------------
 
-def _tend_cgroups():
+def _cgroup_dirs():
+    """(tend-* cgroups, other cgroups) below our own cgroup. Below a cgroup that is not
+    tend's and was made after the session started (a benchmark's box, another tool's), the
+    walk does not go: what a tend started there is not ours, and the tests make no cgroup
+    other than through tend."""
+    tend, other = set(), set()
     base = own_cgroup_dir()
     if base is None or not base.is_dir():
-        return
+        return tend, other
+    known = _state.get("other_cgroups")
     for dirpath, dirnames, _ in os.walk(base, onerror=lambda e: None):
+        keep = []
         for d in dirnames:
+            path = os.path.join(dirpath, d)
             if d.startswith("tend-"):
-                yield os.path.join(dirpath, d)
+                tend.add(path)
+            else:
+                other.add(path)
+                if known is not None and path not in known:
+                    continue
+            keep.append(d)
+        dirnames[:] = keep
+    return tend, other
+
+
+def _tend_cgroups():
+    return _cgroup_dirs()[0]
 
 
 def _check_cgroups(notes):
