@@ -542,6 +542,16 @@ static int run(struct init *in, char **cmd, const sigset_t *caller_mask) {
                         in->gave_foreground = true;
                 }
         }
+        /* Do not hold the caller's directory (a mount that could not be unmounted); the child
+         * keeps it, by its path. Before the spawn, so that nobody who sees the child running
+         * still finds us there. Where the path is not known (getcwd fails: the directory was
+         * removed), the child inherits it and we leave it after the spawn. */
+        char *cwd = getcwd(NULL, 0);
+        bool left_cwd = false;
+        if (cwd && strcmp(cwd, "/") && chdir("/") == 0) {
+                so.cwd = cwd;
+                left_cwd = true;
+        }
         enum tend_spawn_step step = TEND_STEP_NONE;
         e = tend_spawn(in->loop, &so, &in->proc, &step);
         if (e < 0 && in->group && tend_group_kind(in->group) == TEND_GROUP_CGROUP &&
@@ -558,6 +568,8 @@ static int run(struct init *in, char **cmd, const sigset_t *caller_mask) {
                 step = TEND_STEP_NONE;
                 e = tend_spawn(in->loop, &so, &in->proc, &step);
         }
+        free(cwd);
+        so.cwd = NULL;
         if (e < 0) {
                 in->gave_foreground = false;
                 if (step == TEND_STEP_EXEC)
@@ -580,9 +592,7 @@ static int run(struct init *in, char **cmd, const sigset_t *caller_mask) {
                 sigaction(SIGTTOU, &ign, NULL);
                 sigprocmask(SIG_UNBLOCK, &tty_set, NULL);
         }
-        /* Do not hold the caller's directory (a mount that could not be unmounted); the
-         * child keeps it. */
-        if (chdir("/") < 0)
+        if (!left_cwd && chdir("/") < 0)
                 say(in, VERBOSE_DEBUG, "cannot change directory to '/': %s", strerror(errno));
 
         /* A running ladder keeps the loop alive until the group is empty (loop_ref). */
