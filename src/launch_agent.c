@@ -754,21 +754,8 @@ static void on_frame(struct lp_conn *c, const struct lp_frame *f, void *userdata
                                   (uint32_t)f->payload[2] << 8 | f->payload[3]);
                 if (signo <= 0 || signo >= NSIG)
                         break;
-                if (a->group && !a->exited) {
-                        /* A process group's members are found by reading all of /proc,
-                         * seconds on a busy host, while the loop (and our heartbeat) waits.
-                         * While the command, its leader, is our unreaped child, its group id
-                         * cannot be anyone else's: kill(-pgid) reaches the same processes but
-                         * those that left the group with setsid(), which a terminal's signal
-                         * would not reach either. */
-                        if (tend_group_kind(a->group) == TEND_GROUP_PGROUP &&
-                            !tend_proc_exited(a->proc)) {
-                                (void)tend_proc_signal(a->proc, signo);
-                                (void)kill(-tend_proc_pid(a->proc), signo);
-                        } else {
-                                (void)tend_group_signal(a->group, signo);
-                        }
-                }
+                if (a->group && !a->exited)
+                        (void)tend_group_signal(a->group, signo);
                 if (a->node)
                         node_signal_all(a->node, signo);
                 return;
