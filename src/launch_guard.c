@@ -56,13 +56,23 @@ static void kill_cgroup(const char *path) {
  * (D state) keeps the directory, and the guard does not wait for it forever. */
 #define GUARD_EMPTY_WAIT_MS 10000
 
+static int ms_until(const struct timespec *deadline) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (deadline->tv_sec - now.tv_sec) * 1000 +
+                  (deadline->tv_nsec - now.tv_nsec) / 1000000;
+        return ms > 0 ? (int)ms : 0;
+}
+
 static void remove_cgroup_when_empty(const char *path) {
         char file[4096];
         snprintf(file, sizeof file, "%s/cgroup.events", path);
         int fd = open(file, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return;
-        int left = GUARD_EMPTY_WAIT_MS;
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += GUARD_EMPTY_WAIT_MS / 1000;
         for (;;) {
                 char buf[256];
                 ssize_t n = lseek(fd, 0, SEEK_SET) == 0 ? io_read(fd, buf, sizeof buf - 1) : -1;
@@ -71,13 +81,8 @@ static void remove_cgroup_when_empty(const char *path) {
                 buf[n] = '\0';
                 if (strstr(buf, "populated 0"))
                         break;
-                struct timespec t0, t1;
-                clock_gettime(CLOCK_MONOTONIC, &t0);
-                if (io_poll_one(fd, POLLPRI, left) <= 0)
-                        break;
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                left -= (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
-                if (left <= 0)
+                int left = ms_until(&deadline);
+                if (left == 0 || io_poll_one(fd, POLLPRI, left) <= 0)
                         break;
         }
         io_close(fd);
