@@ -376,6 +376,17 @@ def _own_zombies():
     return found
 
 
+def _unmarked(line, notes, problems):
+    """Something left that carries no session marker: ours, unless another test session runs
+    beside this one (a second checkout tested at the same time), when it may be theirs."""
+    if _state.get("others_alive") is None:
+        _state["others_alive"] = _other_sessions_alive()
+    if _state["others_alive"]:
+        notes.append(line + "; another test session is running, it may be theirs")
+    else:
+        problems.append(line)
+
+
 def _other_sessions_alive():
     for name in os.listdir("/tmp"):
         m = re.fullmatch(ROOT_PREFIX + r"(\d+)-.*", name)
@@ -431,7 +442,6 @@ def _check_processes(notes):
                                  and (p.pid, p.start) not in start):
             candidates.append(p)
     problems = []
-    others = None
     for fd, p in _wait_for_exit(candidates, LEAK_GRACE):
         if p.session == root:
             problems.append(f"process: {p.describe()} (killed)")
@@ -440,13 +450,8 @@ def _check_processes(notes):
             except ProcessLookupError:
                 pass
         else:
-            line = f"process: {p.describe()} (no {SESSION_VAR}, so not killed)"
-            if others is None:
-                others = _other_sessions_alive()
-            if others:
-                notes.append(line + "; another test session is running, it may be theirs")
-            else:
-                problems.append(line)
+            _unmarked(f"process: {p.describe()} (no {SESSION_VAR}, so not killed)", notes,
+                      problems)
         os.close(fd)
     return problems
 
@@ -525,18 +530,11 @@ def _tend_cgroups():
 
 def _check_cgroups(notes):
     problems = []
-    others = None
     for path in sorted(set(_tend_cgroups()) - _state.get("cgroups", set())):
         procs = (_read(os.path.join(path, "cgroup.procs")) or "").split()
-        line = f"cgroup: {path}" + (f" (processes {' '.join(procs)})" if procs else " (empty)")
-        # A cgroup carries no session marker. While another test session runs beside this one
-        # (a second checkout tested at the same time), a new tend-* cgroup may be its own.
-        if others is None:
-            others = _other_sessions_alive()
-        if others:
-            notes.append(line + "; another test session is running, it may be theirs")
-        else:
-            problems.append(line)
+        # A cgroup carries no session marker.
+        _unmarked(f"cgroup: {path}" + (f" (processes {' '.join(procs)})" if procs else
+                                       " (empty)"), notes, problems)
     return problems
 
 
