@@ -220,5 +220,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
 
+# Only this build's directories: $(BUILD) and those made from its name (static, libfuzzer,
+# and build-san for the default BUILD), never another checkout's or colleague's build-* dir.
 clean:
-	rm -rf $(BUILD) build-*
+	rm -rf $(BUILD) $(BUILD)-static $(BUILD)-libfuzzer $(BUILD)-san
