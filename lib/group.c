@@ -1621,8 +1621,7 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
         r = tend_watch_new(g->loop, g->events_fd, 0, cgroup_events_cb, g, &g->watch);
         if (r < 0)
                 goto fail;
-        /* Whether cgroup.kill exists is asked at the first kill (cg_kill_available), not here:
-         * most groups end empty and never need it. */
+        (void)cg_kill_available(g->dir_fd);
         return 0;
 fail:
         g->events_fd = io_close(g->events_fd);
