@@ -91,7 +91,7 @@ struct tend_group {
         size_t n_pgids, cap_pgids;
         struct pg_loop *pgl;  /* the groups of its loop: one /proc walk per SIGCHLD */
         bool has_member;      /* pg_scan's answer */
-        char *own_cg;      /* our own cgroup v2 path, once known (see pgroup_root_is_ours) */
+        char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
 };
 
 /* ---- process-wide state, detected once ------------------------------------------------ */
@@ -798,8 +798,6 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
                 return false;
         /* Orphans of CGROUP groups in the same process are still inside their cgroups; ours
          * stay in the cgroup we were in. */
-        if (__atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0 && !g->own_cg)
-                (void)read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &g->own_cg);
         if (g->own_cg && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
                 char file[32], *cg = NULL;
                 snprintf(file, sizeof file, "%d/cgroup", (int)pid);
@@ -1644,9 +1642,10 @@ static int pgroup_setup(tend_group *g) {
         int r = pg_loop_add(g);
         if (r < 0)
                 return r;
-        /* g->own_cg, our own cgroup, is read when first needed (pgroup_root_is_ours): only
-         * a process that also has CGROUP groups needs it, and the read costs every
-         * `tend run --no-cgroup` 16-30 us here. */
+        /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
+        char *own = NULL;
+        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own) == 0)
+                g->own_cg = own;
         return 0;
 }
 
