@@ -128,6 +128,16 @@ typedef void (*tend_signal_cb)(tend_signal *s, const struct signalfd_siginfo *in
 int tend_signal_new(tend_loop *loop, int signo, tend_signal_cb cb, void *userdata,
                     tend_signal **ret_signal);
 tend_signal *tend_signal_free(tend_signal *s);
+/* Several signals with one callback, at the cost of one: the mask and the signalfd change once
+ * for all of them (a process that handles many signals pays two system calls, not two per
+ * signal). ret_signals receives n handles, in the order of signos; on failure (a negative
+ * errno) none was made and the mask is as before. Each handle is then like one from
+ * tend_signal_new(). */
+int tend_signals_new(tend_loop *loop, const int *signos, size_t n, tend_signal_cb cb,
+                     void *userdata, tend_signal **ret_signals);
+/* Frees the n handles of the array (NULL entries are skipped) and sets each entry to NULL;
+ * the signalfd and the mask change once per loop for all of them. */
+void tend_signals_free(tend_signal **signals, size_t n);
 
 /* Orphan reaping, for programs that own every child of their process (an init, a supervisor,
  * `tend run` as a subreaper). On each SIGCHLD the loop reaps zombies that are not processes

@@ -115,12 +115,8 @@ TEND_PUBLIC int tend_loop_new(tend_loop **ret_loop) {
         l->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (l->epfd < 0)
                 goto fail_errno;
-        l->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (l->timerfd < 0)
-                goto fail_errno;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->timer_source };
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->timerfd, &ev) < 0)
-                goto fail_errno;
+        /* The timerfd comes with the first timer (timers_init): a loop that never has one
+         * (`tend run` without --timeout) saves its three system calls. */
         l->procs_buckets = 64;
         l->procs = calloc(l->procs_buckets, sizeof *l->procs);
         if (!l->procs) {
@@ -139,6 +135,9 @@ fail:
         return r;
 }
 
+static bool signal_unlink(tend_signal *s);
+static void signal_release(tend_signal *s);
+
 static void release_dead(tend_loop *l) {
         while (l->dead_watches) {
                 tend_watch *w = l->dead_watches;
@@ -155,17 +154,25 @@ static void release_dead(tend_loop *l) {
 TEND_PUBLIC tend_loop *tend_loop_free(tend_loop *l) {
         if (!l)
                 return NULL;
-        if (l->internal_sigchld)
-                l->internal_sigchld = tend_signal_free(l->internal_sigchld);
-        release_dead(l);
-        /* Restore the signals we blocked, leaving the rest of the mask as the caller has it. */
+        /* Restore the signals we blocked, leaving the rest of the mask as the caller has it:
+         * one call for all of them, and none to the signalfd, which is closed anyway. */
         sigset_t unblock;
         sigemptyset(&unblock);
+        bool any = false;
         for (int s = 1; s < _NSIG; s++)
                 if (sigismember(&l->signal_mask, s) == 1 &&
-                    sigismember(&l->original_mask, s) != 1)
+                    sigismember(&l->original_mask, s) != 1) {
                         sigaddset(&unblock, s);
-        pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+                        any = true;
+                }
+        if (l->internal_sigchld) {
+                (void)signal_unlink(l->internal_sigchld);
+                signal_release(l->internal_sigchld);
+                l->internal_sigchld = NULL;
+        }
+        release_dead(l);
+        if (any)
+                pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
         io_close(l->sigfd);
         io_close(l->timerfd);
         io_close(l->epfd);
@@ -312,10 +319,29 @@ static void timers_rearm(tend_loop *l) {
                 l->armed_deadline = want;
 }
 
+static int timers_init(tend_loop *l) {
+        int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->timer_source };
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                int r = -errno;
+                io_close(fd);
+                return r;
+        }
+        l->timerfd = fd;
+        return 0;
+}
+
 TEND_PUBLIC int tend_timer_new(tend_loop *l, tend_timer_cb cb, void *userdata,
                                tend_timer **ret_timer) {
         if (!cb)
                 return -EINVAL;
+        if (l->timerfd < 0) {
+                int r = timers_init(l);
+                if (r < 0)
+                        return r;
+        }
         if (l->n_timers == l->heap_cap) {
                 size_t cap = l->heap_cap ? l->heap_cap * 2 : 16;
                 tend_timer **h = realloc(l->heap, cap * sizeof *h);
@@ -400,63 +426,134 @@ static int signalfd_update(tend_loop *l) {
         return 0;
 }
 
-TEND_PUBLIC int tend_signal_new(tend_loop *l, int signo, tend_signal_cb cb, void *userdata,
-                                tend_signal **ret_signal) {
-        if (signo <= 0 || signo >= _NSIG || signo == SIGKILL || signo == SIGSTOP || !cb)
+/* One change of the mask and one of the signalfd for all n signals: `tend run` forwards 8,
+ * and a call of each per signal, at the start and again at the end, was a visible part of its
+ * overhead over a trivial command (BENCHMARKS.md, benchmark 2). */
+TEND_PUBLIC int tend_signals_new(tend_loop *l, const int *signos, size_t n, tend_signal_cb cb,
+                                 void *userdata, tend_signal **ret_signals) {
+        if (!l || (n && (!signos || !ret_signals)) || !cb)
                 return -EINVAL;
-        tend_signal *s = calloc(1, sizeof *s);
-        if (!s)
+        for (size_t i = 0; i < n; i++)
+                if (signos[i] <= 0 || signos[i] >= _NSIG || signos[i] == SIGKILL ||
+                    signos[i] == SIGSTOP)
+                        return -EINVAL;
+        tend_signal **made = calloc(n ? n : 1, sizeof *made);
+        if (!made)
                 return -ENOMEM;
-        *s = (tend_signal){ .loop = l, .signo = signo, .cb = cb, .userdata = userdata };
-        if (!l->signals[signo]) {
-                sigset_t one;
-                sigemptyset(&one);
-                sigaddset(&one, signo);
-                sigaddset(&l->signal_mask, signo);
+        for (size_t i = 0; i < n; i++) {
+                made[i] = calloc(1, sizeof *made[i]);
+                if (!made[i]) {
+                        for (size_t k = 0; k < i; k++)
+                                free(made[k]);
+                        free(made);
+                        return -ENOMEM;
+                }
+                *made[i] = (tend_signal){ .loop = l, .signo = signos[i], .cb = cb,
+                                          .userdata = userdata };
+        }
+        sigset_t added;
+        sigemptyset(&added);
+        bool any = false;
+        for (size_t i = 0; i < n; i++)
+                if (sigismember(&l->signal_mask, signos[i]) != 1) {
+                        sigaddset(&added, signos[i]);
+                        sigaddset(&l->signal_mask, signos[i]);
+                        any = true;
+                }
+        if (any) {
                 /* Block first: a signal arriving between the two calls stays pending and the
                  * signalfd reads it. */
-                pthread_sigmask(SIG_BLOCK, &one, NULL);
+                pthread_sigmask(SIG_BLOCK, &added, NULL);
                 int r = signalfd_update(l);
                 if (r < 0) {
-                        sigdelset(&l->signal_mask, signo);
-                        if (sigismember(&l->original_mask, signo) != 1)
-                                pthread_sigmask(SIG_UNBLOCK, &one, NULL);
-                        free(s);
+                        sigset_t unblock;
+                        sigemptyset(&unblock);
+                        for (int s = 1; s < _NSIG; s++)
+                                if (sigismember(&added, s) == 1) {
+                                        sigdelset(&l->signal_mask, s);
+                                        if (sigismember(&l->original_mask, s) != 1)
+                                                sigaddset(&unblock, s);
+                                }
+                        pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+                        for (size_t i = 0; i < n; i++)
+                                free(made[i]);
+                        free(made);
                         return r;
                 }
         }
-        s->next = l->signals[signo];
-        l->signals[signo] = s;
-        *ret_signal = s;
+        for (size_t i = 0; i < n; i++) {
+                tend_signal *s = made[i];
+                s->next = l->signals[s->signo];
+                l->signals[s->signo] = s;
+                ret_signals[i] = s;
+        }
+        free(made);
         return 0;
 }
 
-TEND_PUBLIC tend_signal *tend_signal_free(tend_signal *s) {
-        if (!s)
-                return NULL;
+TEND_PUBLIC int tend_signal_new(tend_loop *l, int signo, tend_signal_cb cb, void *userdata,
+                                tend_signal **ret_signal) {
+        return tend_signals_new(l, &signo, 1, cb, userdata, ret_signal);
+}
+
+/* Unlink s; true when it was the last handler of its signal (which then leaves the mask). */
+static bool signal_unlink(tend_signal *s) {
         tend_loop *l = s->loop;
         for (tend_signal **pp = &l->signals[s->signo]; *pp; pp = &(*pp)->next)
                 if (*pp == s) {
                         *pp = s->next;
                         break;
                 }
-        if (!l->signals[s->signo]) {
-                sigdelset(&l->signal_mask, s->signo);
-                (void)signalfd_update(l);
-                if (sigismember(&l->original_mask, s->signo) != 1) {
-                        sigset_t one;
-                        sigemptyset(&one);
-                        sigaddset(&one, s->signo);
-                        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
-                }
-        }
         s->dead = true;
+        if (l->signals[s->signo])
+                return false;
+        sigdelset(&l->signal_mask, s->signo);
+        return true;
+}
+
+static void signal_release(tend_signal *s) {
+        tend_loop *l = s->loop;
         if (l->dispatch_depth > 0) {
                 s->next_dead = l->dead_signals;
                 l->dead_signals = s;
         } else {
                 free(s);
         }
+}
+
+TEND_PUBLIC void tend_signals_free(tend_signal **signals, size_t n) {
+        tend_loop *l = NULL;
+        sigset_t unblock;
+        sigemptyset(&unblock);
+        bool changed = false;
+        for (size_t i = 0; i < n; i++) {
+                tend_signal *s = signals[i];
+                if (!s)
+                        continue;
+                if (l && s->loop != l) {
+                        /* Another loop's handle: on its own (the batch is per loop). */
+                        signals[i] = tend_signal_free(s);
+                        continue;
+                }
+                l = s->loop;
+                if (signal_unlink(s)) {
+                        changed = true;
+                        if (sigismember(&l->original_mask, s->signo) != 1)
+                                sigaddset(&unblock, s->signo);
+                }
+                signal_release(s);
+                signals[i] = NULL;
+        }
+        if (!changed)
+                return;
+        /* The signalfd first, so that a signal arriving now is handled by its default action
+         * (or the application's handler) rather than read and dropped. */
+        (void)signalfd_update(l);
+        pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+}
+
+TEND_PUBLIC tend_signal *tend_signal_free(tend_signal *s) {
+        tend_signals_free(&s, 1);
         return NULL;
 }
 

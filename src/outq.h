@@ -11,6 +11,7 @@ struct outq {
         tend_loop *loop;
         int fd;           /* what we write to: our own non-blocking reopen, or the fd itself */
         bool own_fd;
+        bool opened;      /* the choice between the two is made (at the first write) */
         tend_watch *watch;
         char *buf;
         size_t head, len, cap;
@@ -20,7 +21,7 @@ struct outq {
         void *userdata;
 };
 
-/* fd stays the caller's. */
+/* fd stays the caller's. Nothing is opened before the first write. */
 void outq_init(struct outq *q, tend_loop *loop, int fd, outq_resume_cb resume, void *userdata);
 /* Queue and write what can be written now. Returns true when the producer should pause until
  * the resume callback. After a write error, data is dropped (q->error says why). */

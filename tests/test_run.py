@@ -1584,6 +1584,30 @@ def _tend_cgroup_dirs(tend_pid):
                   and f"-{tend_pid}-" in p.name)
 
 
+def test_cgroup_below_our_own_cgroup_when_not_the_root(tend):
+    """Started in a cgroup below the root of the mount (as under a systemd service or
+    session), tend makes its leaf below that cgroup — the case where it cannot take the
+    shortcut of seeing that it is in the mount's root and reads /proc/self/cgroup."""
+    require_root()
+    require_cgroup2()
+    sub = own_cgroup_dir() / f"tend-tests-sub-{os.getpid()}"
+    sub.mkdir()
+    try:
+        def enter():
+            with open(sub / "cgroup.procs", "w") as f:
+                f.write("0")
+        cp = run(tend, "run", "--json", "-", "--", "cat", "/proc/self/cgroup",
+                 preexec_fn=enter)
+        assert cp.returncode == 0, cp.stderr
+        rel = [l[3:] for l in cp.stdout.decode().splitlines() if l.startswith("0::")][0]
+        leaf = Path(cgroup2_mount() + rel)
+        assert leaf.parent == sub and leaf.name.startswith("tend-run-"), leaf
+        assert summary(cp.stderr)["group"] == "cgroup"
+        assert not leaf.exists(), f"{leaf} was left behind"
+    finally:
+        sub.rmdir()  # tend, its only process, has exited
+
+
 def test_cgroup_is_removed(tend, helper, reaper):
     require_cgroup2()
     live = Live(reaper, [tend, "run", "--json", "-", "--", helper, "catch", "TERM"],

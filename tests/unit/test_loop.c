@@ -575,6 +575,93 @@ static void signal_freed_from_handler(void **state) {
         assert_false(blocked(SIGUSR2));
 }
 
+struct batch_seen {
+        tend_signal *s[3];
+        int calls[_NSIG];
+        int total;
+};
+
+static void on_batch_sig(tend_signal *s, const struct signalfd_siginfo *info, void *userdata) {
+        struct batch_seen *x = userdata;
+        int signo = (int)info->ssi_signo;
+        assert_true(signo > 0 && signo < _NSIG);
+        /* Each handle gets its own signal: s[i] was made for the i-th number. */
+        static const int order[] = { SIGUSR1, SIGUSR2, SIGHUP };
+        bool mine = false;
+        for (int i = 0; i < 3; i++)
+                if (order[i] == signo)
+                        mine = s == x->s[i];
+        assert_true(mine);
+        x->calls[signo]++;
+        x->total++;
+}
+
+/* tend_signals_new() blocks all its signals in one go and each handle gets its own signal;
+ * a bad number anywhere in the list makes none and leaves the mask alone;
+ * tend_signals_free() unblocks what no other handler still needs. (`tend run` forwards its
+ * eight signals this way.) */
+static void signal_batch(void **state) {
+        tend_loop *loop = *state;
+        static const int signos[] = { SIGUSR1, SIGUSR2, SIGHUP };
+        assert_false(blocked(SIGUSR1) || blocked(SIGUSR2) || blocked(SIGHUP));
+
+        tend_signal *bad[2] = { NULL, NULL };
+        static const int with_kill[] = { SIGUSR1, SIGKILL };
+        struct batch_seen x = { 0 };
+        assert_int_equal(tend_signals_new(loop, with_kill, 2, on_batch_sig, &x, bad), -EINVAL);
+        assert_null(bad[0]);
+        assert_null(bad[1]);
+        assert_false(blocked(SIGUSR1));
+        assert_int_equal(tend_signals_new(loop, signos, 3, NULL, &x, x.s), -EINVAL);
+
+        assert_int_equal(tend_signals_new(loop, signos, 3, on_batch_sig, &x, x.s), 0);
+        assert_true(blocked(SIGUSR1) && blocked(SIGUSR2) && blocked(SIGHUP));
+        /* A second handler for one of them, made the usual way. */
+        struct sig_seen other = { 0 };
+        assert_int_equal(tend_signal_new(loop, SIGUSR1, on_sig, &other, &other.s), 0);
+
+        assert_int_equal(raise(SIGUSR1), 0);
+        assert_int_equal(raise(SIGUSR2), 0);
+        assert_int_equal(kill(getpid(), SIGHUP), 0);
+        ut_run_until(loop, &x.total, 3);
+        ut_run_until(loop, &other.calls, 1);
+        assert_int_equal(tend_loop_run_once(loop, 0), 0);
+        assert_int_equal(x.calls[SIGUSR1], 1);
+        assert_int_equal(x.calls[SIGUSR2], 1);
+        assert_int_equal(x.calls[SIGHUP], 1);
+        assert_int_equal(other.calls, 1);
+
+        tend_signals_free(x.s, 3);
+        assert_null(x.s[0]);
+        assert_null(x.s[1]);
+        assert_null(x.s[2]);
+        assert_true(blocked(SIGUSR1)); /* the other handler still needs it */
+        assert_false(blocked(SIGUSR2) || blocked(SIGHUP));
+        assert_int_equal(raise(SIGUSR1), 0);
+        ut_run_until(loop, &other.calls, 2);
+        assert_int_equal(x.total, 3);
+        other.s = tend_signal_free(other.s);
+        assert_false(blocked(SIGUSR1));
+
+        tend_signal *none[2] = { NULL, NULL };
+        tend_signals_free(none, 2); /* NULL entries are skipped */
+        assert_int_equal(tend_signals_new(loop, signos, 0, on_batch_sig, &x, NULL), 0);
+}
+
+/* The timerfd comes with the first timer: a loop that has run without one still fires a
+ * timer made afterwards. */
+static void timer_made_after_running(void **state) {
+        tend_loop *loop = *state;
+        assert_int_equal(tend_loop_run_once(loop, 0), 0);
+        int fired = 0;
+        struct timed x = { .counter = &fired };
+        assert_int_equal(tend_timer_new(loop, on_timed, &x, &x.t), 0);
+        tend_timer_start(x.t, 1000u);
+        ut_run_until(loop, &fired, 1);
+        assert_int_equal(x.order, 1);
+        tend_timer_free(x.t);
+}
+
 static void on_chld_orphan(pid_t pid, int status, void *userdata) {
 }
 
@@ -803,6 +890,8 @@ static const struct CMUnitTest tests[] = {
         T(signal_two_handlers),
         T(signal_freed_from_handler),
         T(signal_mask_restored),
+        T(signal_batch),
+        T(timer_made_after_running),
         T(signal_loops_in_threads),
         T(run_once_zero_timeout),
         T(loop_fd_embeds_in_poll),
