@@ -71,14 +71,25 @@ struct tend_group {
         bool dead;
         struct proc_ladder *ladder; /* a group-only stop ladder, owned by ladder.c */
 
-        /* CGROUP */
+        /* Live process handles (tend_proc) spawned or adopted into the group: while one
+         * lives the group cannot be empty, and its pidfd will say when it ends. */
+        unsigned n_live;
+
+        /* CGROUP
+         * A supervisor holds thousands of groups, against an fd limit that may be no more
+         * than twice that: an idle cgroup group holds no fd. The directory is opened for the
+         * spawn (CLONE_INTO_CGROUP) and for each operation; cgroup.events is opened and
+         * watched only while it is the one way to learn of the empty event: the group is
+         * populated and no live handle of ours is in it (cgroup_need_watch). */
         char *path;        /* absolute directory path, e.g. /sys/fs/cgroup/unified/tend-x-12-1 */
         char *rel;         /* the same as /proc/PID/cgroup writes it, e.g. /tend-x-12-1 */
         char *parent_path; /* the directory of the cgroup it was created in */
-        int dir_fd;        /* O_RDONLY directory fd, for CLONE_INTO_CGROUP */
+        int dir_fd;        /* directory fd from the creation until the end of a spawn, else -1 */
         bool cg_killed;    /* cgroup.kill was written: spawn by migration (group_spawn_migrates) */
-        int events_fd;     /* cgroup.events, watched for POLLPRI */
+        int events_fd;     /* cgroup.events, watched for POLLPRI (-1: not needed now) */
         tend_watch *watch;
+        tend_timer *recheck; /* made when needed: an empty event found outside the loop's
+                                dispatch is delivered from the loop (cgroup_need_watch) */
 
         /* PGROUP */
         pid_t pgid;        /* the process group a child joins (0 until the first spawn) */
@@ -416,6 +427,20 @@ static void name_sanitize(const char *hint, char *out, size_t size) {
         out[w] = '\0';
 }
 
+/* The cgroup's directory: the group's own fd while it has one (from the creation to the end of
+ * a spawn), otherwise a fresh one, which the caller closes (*to_close; -1 when there is none
+ * to close). */
+static int cg_dir(const tend_group *g, int *to_close) {
+        *to_close = -1;
+        if (g->dir_fd >= 0)
+                return g->dir_fd;
+        int fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        *to_close = fd;
+        return fd;
+}
+
 static bool cg_kill_available(int dir_fd) {
         int s = __atomic_load_n(&cg_kill_state, __ATOMIC_RELAXED);
         if (s == 0) {
@@ -617,8 +642,8 @@ static int events_fd_read(int fd);
 /* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
  * left anywhere below it. Read through an fd of its own: reading the watched one would
  * consume the change notification that the empty event waits for. */
-static bool cg_surely_empty(tend_group *g) {
-        int fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+static bool cg_surely_empty(int dir_fd) {
+        int fd = openat(dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return false;
         int r = events_fd_read(fd);
@@ -628,12 +653,18 @@ static bool cg_surely_empty(tend_group *g) {
 
 /* Live members, sorted by pid, each with its start time. */
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        int to_close;
+        int dfd = cg_dir(g, &to_close);
+        if (dfd < 0)
+                return dfd;
         /* The common end of a run: nothing left. Three system calls instead of reading
          * cgroup.procs and listing the directory for sub-cgroups. */
-        if (cg_surely_empty(g))
-                return 0;
+        bool empty = cg_surely_empty(dfd);
         struct mvec raw = { 0 };
-        int r = cg_collect(g->dir_fd, 0, &raw);
+        int r = empty ? 0 : cg_collect(dfd, 0, &raw);
+        io_close(to_close);
+        if (empty)
+                return 0;
         if (r < 0)
                 goto out;
         mvec_sort_unique(&raw); /* cgroup.procs may list a pid twice after a move back */
@@ -1197,34 +1228,100 @@ static void group_fire_empty(tend_group *g) {
         group_unhold(g);
 }
 
-/* While the group is empty its watch does not count as something that can wake the loop, so
- * tend_loop_run() can return with only empty groups left. (The watch still reports: epoll
- * always delivers the POLLERR that kernfs raises with POLLPRI, and a spawn re-arms it.) */
-static void cgroup_watch_arm(tend_group *g, bool on) {
-        if (g->watch)
-                (void)tend_watch_set_events(g->watch, on ? EPOLLPRI : 0);
+/* ---- the empty event of cgroup groups ----
+ *
+ * While a live process handle of ours is in the group (n_live), the group cannot be empty,
+ * and that handle's pidfd tells when it ends. So cgroup.events is needed only from the end of
+ * the last of them until the group is seen empty: a supervised service that runs holds its
+ * pidfd alone. The end of a handle (reaped, or freed while it runs) and the end of a spawn
+ * that left no handle call cgroup_need_watch(), which opens cgroup.events, watches it for
+ * POLLPRI and reads it: kernfs raises POLLPRI for changes after the open, and the read
+ * covers those before it, so no transition falls between the two. The watch is closed again
+ * when the group is seen empty or a new handle is spawned in. A member that moves itself out
+ * of the cgroup while our handle still lives delays the event to that handle's end. */
+
+#define GROUP_WATCH_RETRY_USEC 1000000 /* cgroup.events could not be opened (no fd left) */
+
+static void cgroup_unwatch(tend_group *g) {
+        g->watch = tend_watch_free(g->watch);
+        g->events_fd = io_close(g->events_fd);
+        if (g->recheck)
+                tend_timer_stop(g->recheck);
 }
 
-static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *userdata) {
-        tend_group *g = userdata;
-        (void)revents; /* POLLPRI|POLLERR both only mean "changed": read and see */
-        int r = events_fd_read(fd);
-        if (r < 0) {
-                /* The cgroup was removed under us (only possible once empty) or the file
-                 * broke; kernfs would then report POLLERR forever, so stop watching. */
-                g->watch = tend_watch_free(w);
-                r = 0;
-        }
-        if (r == 1) {
-                g->populated = true;
-                cgroup_watch_arm(g, true);
-                return;
-        }
-        cgroup_watch_arm(g, false);
+/* Seen empty: no fd is needed any more, then the callbacks. The caller must not touch g
+ * afterwards. */
+static void cgroup_seen_empty(tend_group *g) {
+        cgroup_unwatch(g);
         if (!g->populated)
                 return;
         g->populated = false;
         group_fire_empty(g); /* last: it may free g */
+}
+
+static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        tend_group *g = userdata;
+        (void)w;
+        (void)revents; /* POLLPRI|POLLERR both only mean "changed": read and see */
+        /* The read re-arms the notification. An error means the cgroup was removed under us
+         * (only possible once empty) or the file broke: kernfs would then report POLLERR
+         * forever, and the watch is closed either way. */
+        if (events_fd_read(fd) == 1)
+                return;
+        cgroup_seen_empty(g);
+}
+
+static void cgroup_need_watch(tend_group *g, bool may_fire);
+
+static void cgroup_recheck_cb(tend_timer *t, void *userdata) {
+        (void)t;
+        cgroup_need_watch(userdata, true);
+}
+
+/* Deliver the check from the loop after delay_usec: the callers of cgroup_need_watch() that
+ * are not the loop's dispatch (a handle freed, a spawn's end) must not run callbacks. */
+static int cgroup_recheck_later(tend_group *g, uint64_t delay_usec) {
+        if (!g->recheck) {
+                int r = tend_timer_new(g->loop, cgroup_recheck_cb, g, &g->recheck);
+                if (r < 0)
+                        return r;
+        }
+        tend_timer_start(g->recheck, delay_usec);
+        return 0;
+}
+
+/* The group may become (or be) empty with no handle of ours left in it to tell: watch
+ * cgroup.events. With may_fire (the loop dispatches: a timer), an empty group's callbacks
+ * run now, and the caller must not touch g afterwards; otherwise they run from the loop. */
+static void cgroup_need_watch(tend_group *g, bool may_fire) {
+        if (g->kind != TEND_GROUP_CGROUP || g->dead || !g->populated || g->n_live > 0)
+                return;
+        if (!g->watch) {
+                int to_close;
+                int dfd = cg_dir(g, &to_close);
+                int fd = dfd < 0 ? dfd : openat(dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+                if (dfd >= 0 && fd < 0)
+                        fd = -errno;
+                io_close(to_close);
+                if (fd == -ENOENT) {
+                        cgroup_seen_empty(g); /* removed under us: only possible once empty */
+                        return;
+                }
+                if (fd < 0 || tend_watch_new(g->loop, fd, EPOLLPRI, cgroup_events_cb, g,
+                                             &g->watch) < 0) {
+                        /* No fd or memory left now; the event is owed, so look again (and
+                         * if not even that can be arranged, the next handle's end will). */
+                        io_close(fd);
+                        (void)cgroup_recheck_later(g, GROUP_WATCH_RETRY_USEC);
+                        return;
+                }
+                g->events_fd = fd;
+        }
+        if (events_fd_read(g->events_fd) == 1)
+                return; /* POLLPRI will say when it changes */
+        /* Empty already. Out of memory for the timer: the event now rather than never. */
+        if (may_fire || cgroup_recheck_later(g, 0) < 0)
+                cgroup_seen_empty(g);
 }
 
 /* The empty event of process-group groups. Their membership is read from /proc, and a
@@ -1572,22 +1669,11 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                 r = -errno;
                 goto fail;
         }
-        g->events_fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
-        if (g->events_fd < 0) {
-                r = -errno;
-                goto fail;
-        }
-        r = events_fd_read(g->events_fd);
-        if (r < 0)
-                goto fail;
-        /* Paused until a process is spawned in (cgroup_watch_arm). */
-        r = tend_watch_new(g->loop, g->events_fd, 0, cgroup_events_cb, g, &g->watch);
-        if (r < 0)
-                goto fail;
         (void)cg_kill_available(g->dir_fd);
+        /* No fd is kept (see cgroup_need_watch): the spawn opens the directory again. */
+        g->dir_fd = io_close(g->dir_fd);
         return 0;
 fail:
-        g->events_fd = io_close(g->events_fd);
         g->dir_fd = io_close(g->dir_fd);
         (void)rmdir(g->path);
         free(g->path);
@@ -1684,9 +1770,9 @@ static void cg_rmdir_children(int dir_fd, int depth) {
 }
 
 /* Move every process of the tree to the cgroup the group was made in. */
-static void cg_evacuate(tend_group *g) {
+static void cg_evacuate(tend_group *g, int dir_fd) {
         struct mvec m = { 0 };
-        if (cg_collect(g->dir_fd, 0, &m) < 0 && m.n == 0) {
+        if (cg_collect(dir_fd, 0, &m) < 0 && m.n == 0) {
                 mvec_free(&m);
                 return;
         }
@@ -1705,31 +1791,38 @@ static void cg_evacuate(tend_group *g) {
 }
 
 static void cgroup_teardown(tend_group *g) {
-        g->watch = tend_watch_free(g->watch);
+        cgroup_unwatch(g);
+        g->recheck = tend_timer_free(g->recheck);
+        /* Opened only when the leaf is busy: the common free is one rmdir. */
+        int dfd = -1, events_fd = -1;
         for (int t = 0; t < GROUP_FREE_TRIES; t++) {
                 /* Sub-cgroups (made by a member) are rare: try the leaf alone first, and list
                  * the directory only when rmdir says it is busy. */
                 if (rmdir(g->path) == 0 || errno == ENOENT)
                         break;
-                if (errno == EBUSY || errno == ENOTEMPTY) {
-                        cg_rmdir_children(g->dir_fd, 0);
-                        if (rmdir(g->path) == 0 || errno == ENOENT)
-                                break;
-                }
-                if (errno != EBUSY)
+                if (errno != EBUSY && errno != ENOTEMPTY)
                         break; /* not ours to remove after all; leave it */
+                if (dfd < 0 && (dfd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                        break;
+                cg_rmdir_children(dfd, 0);
+                if (rmdir(g->path) == 0 || errno == ENOENT)
+                        break;
+                if (errno != EBUSY)
+                        break;
                 /* Still populated (zombies do not count, so these are live or still exiting
                  * tasks) or a sub-cgroup came back. Move the live ones out; a task that is
                  * already exiting cannot be moved and only needs a moment to leave, so wait
                  * for cgroup.events to change — bounded, free cannot fail or hang. */
-                cg_evacuate(g);
-                if (g->events_fd >= 0 && events_fd_read(g->events_fd) == 1) {
-                        struct pollfd pfd = { .fd = g->events_fd, .events = POLLPRI };
+                cg_evacuate(g, dfd);
+                if (events_fd < 0)
+                        events_fd = openat(dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+                if (events_fd >= 0 && events_fd_read(events_fd) == 1) {
+                        struct pollfd pfd = { .fd = events_fd, .events = POLLPRI };
                         (void)poll(&pfd, 1, GROUP_FREE_WAIT_MS);
                 }
         }
-        g->events_fd = io_close(g->events_fd);
-        g->dir_fd = io_close(g->dir_fd);
+        io_close(events_fd);
+        io_close(dfd);
 }
 
 static void group_release(tend_group *g) {
@@ -1742,9 +1835,17 @@ static void group_release(tend_group *g) {
         free(g);
 }
 
+static void detach_if_ours(tend_proc *p, void *userdata) {
+        if (tend_proc_group(p) == userdata)
+                proc_detach_group(p);
+}
+
 TEND_PUBLIC tend_group *tend_group_free(tend_group *g) {
         if (!g || g->dead)
                 return NULL;
+        /* A running handle that names g would tell it of its end after the free. */
+        if (g->n_live > 0)
+                loop_proc_foreach(g->loop, detach_if_ours, g);
         /* The ladder first: freeing it removes its empty listener. */
         ladder_group_free(g);
         g->dead = true;
@@ -1820,20 +1921,25 @@ static int cg_kill_leaderless(tend_group *g) {
 TEND_PUBLIC int tend_group_kill(tend_group *g) {
         if (!g)
                 return -EINVAL;
-        if (g->kind == TEND_GROUP_CGROUP && cg_kill_available(g->dir_fd)) {
+        int to_close = -1;
+        int dfd = g->kind == TEND_GROUP_CGROUP ? cg_dir(g, &to_close) : -1;
+        if (dfd >= 0 && cg_kill_available(dfd)) {
                 /* Atomic for the whole tree, forks in flight included — except for processes
                  * without a live main thread (cg_kill_leaderless). Those are killed by pidfd,
                  * then cgroup.kill once more catches whatever they forked meanwhile. */
-                int r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                int r = io_write_file_at(dfd, "cgroup.kill", "1");
                 if (r == 0)
                         g->cg_killed = true;
                 /* Once SIGKILLed they cannot fork any more, so one more cgroup.kill after the
                  * sweep leaves nothing behind. */
                 if (r == 0 && cg_kill_leaderless(g) > 0)
-                        r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                        r = io_write_file_at(dfd, "cgroup.kill", "1");
+                io_close(to_close);
                 if (r != -ENOENT && r != -EINVAL)
                         return r;
                 /* Fall through: cgroup.kill vanished? (should not happen) */
+        } else {
+                io_close(to_close);
         }
         /* A SIGKILLed process can no longer fork (fork fails with a fatal signal pending), so
          * each pass only has to catch children forked before their parent was hit. */
@@ -1848,7 +1954,11 @@ TEND_PUBLIC bool tend_group_empty(tend_group *g) {
                 /* A fresh open, not the watched fd: reading that one would consume the change
                  * notification the watch is waiting for. */
                 char buf[256];
-                if (io_read_file_at(g->dir_fd, "cgroup.events", buf, sizeof buf) >= 0) {
+                int to_close;
+                int dfd = cg_dir(g, &to_close);
+                ssize_t n = dfd < 0 ? dfd : io_read_file_at(dfd, "cgroup.events", buf, sizeof buf);
+                io_close(to_close);
+                if (n >= 0) {
                         int p = parse_populated(buf);
                         if (p >= 0)
                                 return p == 0;
@@ -1866,8 +1976,40 @@ TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void
 
 /* ---- for spawn.c ---------------------------------------------------------------------- */
 
-int group_cgroup_fd(const tend_group *g) {
-        return g && g->kind == TEND_GROUP_CGROUP ? g->dir_fd : -1;
+int group_cgroup_fd(tend_group *g) {
+        if (!g || g->kind != TEND_GROUP_CGROUP)
+                return -EBADF;
+        if (g->dir_fd < 0) {
+                g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (g->dir_fd < 0)
+                        return -errno;
+        }
+        return g->dir_fd;
+}
+
+void group_spawn_end(tend_group *g) {
+        if (!g)
+                return;
+        g->dir_fd = io_close(g->dir_fd);
+        /* A child spawned in but without a handle (it could not be made) leaves the group
+         * populated with nothing of ours to tell its end. */
+        cgroup_need_watch(g, false);
+}
+
+void group_proc_added(tend_group *g) {
+        if (!g)
+                return;
+        g->n_live++;
+        /* An adopted member now stands for the group (a spawn's child did already). */
+        if (g->kind == TEND_GROUP_CGROUP)
+                cgroup_unwatch(g);
+}
+
+void group_proc_gone(tend_group *g) {
+        if (!g || g->n_live == 0)
+                return;
+        if (--g->n_live == 0)
+                cgroup_need_watch(g, false);
 }
 
 /* Seen on 6.18: once cgroup.kill has been written to a cgroup, every later clone3() with
@@ -1895,9 +2037,9 @@ void group_note_spawned(tend_group *g, pid_t pid) {
                 return;
         g->populated = true;
         if (g->kind == TEND_GROUP_CGROUP) {
-                /* If it has already come and gone, the change is still pending on the events
-                 * fd and the next read sees "populated 0": the transition is not lost. */
-                cgroup_watch_arm(g, true);
+                /* Its handle (made next) stands for the group until it ends; if none can be
+                 * made, group_spawn_end() watches again. */
+                cgroup_unwatch(g);
                 return;
         }
         /* Ask the kernel which process group the child ended up in rather than assume: it led

@@ -532,6 +532,13 @@ void loop_proc_remove(tend_loop *l, tend_proc *p) {
                 }
 }
 
+void loop_proc_foreach(tend_loop *l, void (*fn)(tend_proc *p, void *userdata),
+                      void *userdata) {
+        for (size_t b = 0; b < l->procs_buckets; b++)
+                for (struct proc_entry *e = l->procs[b]; e; e = e->next)
+                        fn(e->proc, userdata);
+}
+
 tend_proc *loop_proc_find(tend_loop *l, pid_t pid) {
         for (struct proc_entry *e = l->procs[proc_bucket(l, pid)]; e; e = e->next)
                 if (e->pid == pid)
