@@ -202,9 +202,9 @@ int logger_new(struct sv *sv, const struct svc_config *cfg, struct svc_logger **
         if (!l->name)
                 goto fail;
         if (l->kind == SVC_LOG_FILE) {
-                l->path = cfg->log_path;
-                l->max_size = cfg->log_size;
-                l->keep = cfg->log_keep;
+                l->path = cfg->x->log_path;
+                l->max_size = cfg->x->log_size;
+                l->keep = cfg->x->log_keep;
                 e = file_open(l);
                 if (e < 0)
                         note_failure(l, -e); /* tried again at each line */

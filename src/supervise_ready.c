@@ -106,7 +106,7 @@ static bool sender_believed(struct svc *s, const struct notify_msg *m) {
                 return true;
         if (group_has(s->group, m->pid))
                 return true;
-        uid_t owner = s->cfg->has_uid ? s->cfg->uid : geteuid();
+        uid_t owner = s->cfg->x->has_uid ? s->cfg->x->uid : geteuid();
         return process_gone(m->pid) && (m->uid == owner || m->uid == 0);
 }
 
@@ -199,8 +199,8 @@ int ready_notify_open(struct svc *s) {
         char *path;
         if (asprintf(&path, "%s/%s.notify", s->sv->runtime_dir, s->cfg->name) < 0)
                 return -ENOMEM;
-        int e = notify_socket_open(path, s->cfg->has_uid ? s->cfg->uid : (uid_t)-1,
-                                   s->cfg->has_gid ? s->cfg->gid : (gid_t)-1, &s->notify_fd);
+        int e = notify_socket_open(path, s->cfg->x->has_uid ? s->cfg->x->uid : (uid_t)-1,
+                                   s->cfg->x->has_gid ? s->cfg->x->gid : (gid_t)-1, &s->notify_fd);
         if (e < 0) {
                 msg_error("svc '%s': cannot make its notify socket '%s': %s%s", s->cfg->name,
                           path, tend_strerror(e),
@@ -250,14 +250,14 @@ static void on_ready_fd(tend_watch *w, int fd, uint32_t revents, void *userdata)
         s->ready_fd = io_close(s->ready_fd);
         char cause[SVC_CAUSE_MAX];
         if (newline) {
-                snprintf(cause, sizeof cause, "ready: fd %d", s->cfg->ready_fd);
+                snprintf(cause, sizeof cause, "ready: fd %d", s->cfg->x->ready_fd);
                 reached(s, cause);
                 return;
         }
         if (s->m.state != SVC_STARTING || s->m.phase != SVC_PHASE_START)
                 return;
         snprintf(cause, sizeof cause, "closed its notification fd %d without a newline",
-                 s->cfg->ready_fd);
+                 s->cfg->x->ready_fd);
         post_ready_event(s, SVC_EV_SPAWN_FAILED, cause);
 }
 
@@ -287,7 +287,7 @@ static void tcp_close(struct svc *s) {
 static void tcp_connected(struct svc *s) {
         tcp_close(s);
         char cause[SVC_CAUSE_MAX];
-        snprintf(cause, sizeof cause, "ready: tcp %s accepted a connection", s->cfg->tcp_text);
+        snprintf(cause, sizeof cause, "ready: tcp %s accepted a connection", s->cfg->x->tcp_text);
         reached(s, cause);
 }
 
@@ -324,13 +324,13 @@ static void probe_attempt(struct svc *s) {
                 return;
         if (s->cfg->ready == SVC_READY_TCP) {
                 tcp_close(s);
-                const struct sockaddr *sa = (const struct sockaddr *)s->cfg->tcp_addr;
+                const struct sockaddr *sa = (const struct sockaddr *)s->cfg->x->tcp_addr;
                 s->tcp_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                 if (s->tcp_fd < 0) {
                         probe_again(s);
                         return;
                 }
-                if (connect(s->tcp_fd, sa, s->cfg->tcp_addr_len) == 0) {
+                if (connect(s->tcp_fd, sa, s->cfg->x->tcp_addr_len) == 0) {
                         tcp_connected(s);
                         return;
                 }
@@ -341,7 +341,7 @@ static void probe_attempt(struct svc *s) {
                 probe_again(s);
         } else if (s->cfg->ready == SVC_READY_EXEC) {
                 char cause[SVC_CAUSE_MAX], what[SVC_CAUSE_MAX];
-                if (svc_spawn_command(s, &s->cfg->ready_exec, on_probe_exit, &s->probe, what,
+                if (svc_spawn_command(s, &s->cfg->x->ready_exec, on_probe_exit, &s->probe, what,
                                       sizeof what) < 0) {
                         s->probe = NULL;
                         snprintf(cause, sizeof cause, "ready probe: %.170s", what);
@@ -381,7 +381,7 @@ int ready_before_spawn(struct svc *s, struct tend_fd_map *map, bool *has_map) {
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
         s->ready_fd = p[0];
-        *map = (struct tend_fd_map){ .parent_fd = p[1], .child_fd = s->cfg->ready_fd };
+        *map = (struct tend_fd_map){ .parent_fd = p[1], .child_fd = s->cfg->x->ready_fd };
         *has_map = true;
         return 0;
 }
@@ -436,7 +436,7 @@ enum svc_event ready_after_spawn(struct svc *s, char *cause, size_t size) {
 /* The pidfile, if it names a process of the service. 1 adopted, 0 not (yet), < 0 error. */
 static int try_pidfile(struct svc *s) {
         char buf[64];
-        ssize_t n = io_read_file(s->cfg->pidfile, buf, sizeof buf);
+        ssize_t n = io_read_file(s->cfg->x->pidfile, buf, sizeof buf);
         if (n <= 0)
                 return 0;
         char *end;
@@ -447,7 +447,7 @@ static int try_pidfile(struct svc *s) {
         if (errno || *end || pid <= 0 || pid > INT_MAX) {
                 if (!s->pidfile_complained)
                         sv_say(s->sv, "svc '%s': pidfile '%s' does not hold a pid",
-                               s->cfg->name, s->cfg->pidfile);
+                               s->cfg->name, s->cfg->x->pidfile);
                 s->pidfile_complained = true;
                 return 0;
         }
@@ -455,7 +455,7 @@ static int try_pidfile(struct svc *s) {
                 return 1;
         if (!s->pidfile_complained)
                 sv_say(s->sv, "svc '%s': pidfile '%s' names pid %ld, which is not a process "
-                              "of the service; waiting", s->cfg->name, s->cfg->pidfile, pid);
+                              "of the service; waiting", s->cfg->name, s->cfg->x->pidfile, pid);
         s->pidfile_complained = true;
         return 0;
 }
@@ -495,12 +495,12 @@ static void on_inotify(tend_watch *w, int fd, uint32_t revents, void *userdata) 
 }
 
 enum svc_event ready_start_command_done(struct svc *s, char *cause, size_t size) {
-        if (s->cfg->pidfile) {
+        if (s->cfg->x->pidfile) {
                 if (try_pidfile(s) > 0)
                         return main_found(s, cause, size);
                 /* Not there yet: wait for it to be written, as long as the start may take. */
                 char dir[PATH_MAX];
-                snprintf(dir, sizeof dir, "%s", s->cfg->pidfile);
+                snprintf(dir, sizeof dir, "%s", s->cfg->x->pidfile);
                 char *slash = strrchr(dir, '/');
                 if (slash == dir)
                         dir[1] = '\0';
@@ -513,7 +513,7 @@ enum svc_event ready_start_command_done(struct svc *s, char *cause, size_t size)
                     tend_watch_new(s->sv->loop, s->inotify_fd, EPOLLIN, on_inotify, s,
                                    &s->inotify_watch) < 0) {
                         snprintf(cause, size, "cannot watch for the pidfile '%s': %s",
-                                 s->cfg->pidfile, strerror(errno));
+                                 s->cfg->x->pidfile, strerror(errno));
                         inotify_close(s);
                         return SVC_EV_SPAWN_FAILED;
                 }
