@@ -30,6 +30,35 @@ struct control;
 
 /* ---- one service ----------------------------------------------------------------------- */
 
+/* Readiness of the current run and the sd_notify socket (supervise_ready.c). */
+struct svc_readiness {
+        int ready_fd;                /* fd:N: read end of the pipe */
+        tend_watch *ready_watch;
+        int tcp_fd;
+        tend_watch *tcp_watch;
+        tend_timer *probe_timer;
+        uint64_t probe_interval;
+        tend_proc *probe;
+        bool wait_stop;              /* ready = stop: waiting for the main to stop itself */
+        bool ready_pending;          /* forking: ready before the start command was done */
+        char *ready_cause;           /* its cause (malloc'd; NULL: none kept) */
+        int inotify_fd;              /* forking + pidfile */
+        tend_watch *inotify_watch;
+        bool pidfile_complained;
+
+        /* sd_notify. */
+        int notify_fd;
+        tend_watch *notify_watch;
+        char *notify_path;
+        dev_t notify_dev;            /* the socket file we made (not a successor's) */
+        ino_t notify_ino;
+        char *notify_env;            /* "NOTIFY_SOCKET=..." */
+        char *status_text;           /* last STATUS= */
+        bool stopping_said;
+        int notify_errno;
+        unsigned long notify_dropped;
+};
+
 struct svc {
         struct sv *sv;
         struct svc_config *cfg;      /* owned */
@@ -60,37 +89,15 @@ struct svc {
         tend_proc **dead;            /* procs to free once exited (see svc_bury) */
         size_t n_dead, cap_dead;
 
-        /* Readiness (supervise_ready.c). */
-        int ready_fd;                /* fd:N: read end of the pipe */
-        tend_watch *ready_watch;
-        int tcp_fd;
-        tend_watch *tcp_watch;
-        tend_timer *probe_timer;
-        uint64_t probe_interval;
-        tend_proc *probe;
-        bool wait_stop;              /* ready = stop: waiting for the main to stop itself */
-        bool ready_pending;          /* forking: ready before the start command was done */
-        char *ready_cause;           /* its cause (malloc'd; NULL: none kept) */
-        int inotify_fd;              /* forking + pidfile */
-        tend_watch *inotify_watch;
-        bool pidfile_complained;
-
-        /* sd_notify. */
-        int notify_fd;
-        tend_watch *notify_watch;
-        char *notify_path;
-        dev_t notify_dev;            /* the socket file we made (not a successor's) */
-        ino_t notify_ino;
-        char *notify_env;            /* "NOTIFY_SOCKET=..." */
-        char *status_text;           /* last STATUS= */
-        bool stopping_said;
-        int notify_errno;
-        unsigned long notify_dropped;
-
+        /* Readiness and sd_notify: NULL when the configuration needs none of it (ready = none,
+         * type = simple, no watchdog — most services; svc_needs_ready()). */
+        struct svc_readiness *rd;
         struct svc_logger *log;
 };
 
 int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret);
+/* Does a service of this configuration need a struct svc_readiness? */
+bool svc_needs_ready(const struct svc_config *cfg);
 /* Release everything (the processes must be gone: the caller stopped the service). */
 void svc_free(struct svc *s);
 /* Feed an event to the machine and carry out what it asks, follow-ups included. */

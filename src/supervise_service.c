@@ -131,8 +131,8 @@ static char **build_env(struct svc *s, char *watchdog_env, char *mainpid_env) {
                         r = env_add(&v, &n, &cap, *e);
         for (char **e = s->cfg->x->user_env; e && *e && r == 0; e++)
                 r = env_add(&v, &n, &cap, *e);
-        if (s->notify_env && r == 0)
-                r = env_add(&v, &n, &cap, s->notify_env);
+        if (s->rd && s->rd->notify_env && r == 0)
+                r = env_add(&v, &n, &cap, s->rd->notify_env);
         if (watchdog_env && r == 0)
                 r = env_add(&v, &n, &cap, watchdog_env);
         if (mainpid_env && r == 0)
@@ -259,8 +259,8 @@ void svc_main_ended(struct svc *s, int err, const struct tend_exit *ex) {
         char cause[SVC_CAUSE_MAX];
         svc_describe_exit(err, ex, cause, sizeof cause);
         bool success = err == 0 && ex && config_exit_is_success(s->cfg, ex->code, ex->signo);
-        if (s->wait_stop) {
-                s->wait_stop = false;
+        if (s->rd && s->rd->wait_stop) {
+                s->rd->wait_stop = false;
                 s->sv->n_wait_stop--;
         }
         struct svc_input in = { .event = SVC_EV_EXIT, .success = success, .cause = cause };
@@ -338,7 +338,8 @@ static enum svc_event do_spawn(struct svc *s, char *cause) {
         s->main_pid = 0;
         s->main_exited = false;
         s->start_done = false;
-        s->stopping_said = false;
+        if (s->rd)
+                s->rd->stopping_said = false;
         struct tend_fd_map map;
         bool has_map = false;
         int e = ready_before_spawn(s, &map, &has_map);
@@ -590,13 +591,25 @@ void svc_post(struct svc *s, enum svc_event ev, const char *cause) {
 
 /* ---- life of the struct ------------------------------------------------------------------------ */
 
+bool svc_needs_ready(const struct svc_config *cfg) {
+        return cfg->ready != SVC_READY_NONE || cfg->type == SVC_TYPE_FORKING ||
+               cfg->x->policy.watchdog;
+}
+
 int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret) {
         struct svc *s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
         s->sv = sv;
         s->cfg = cfg;
-        s->ready_fd = s->tcp_fd = s->notify_fd = s->inotify_fd = -1;
+        if (svc_needs_ready(cfg)) {
+                s->rd = calloc(1, sizeof *s->rd);
+                if (!s->rd) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                s->rd->ready_fd = s->rd->tcp_fd = s->rd->notify_fd = s->rd->inotify_fd = -1;
+        }
         svc_machine_init(&s->m, &cfg->x->policy, tend_now_usec());
         int e = tend_group_new(sv->loop, cfg->name, sv->group_flags, &s->group);
         if (e < 0) {
@@ -639,8 +652,11 @@ void svc_free(struct svc *s) {
         free(s->dead);
         logger_free(s->log);
         tend_group_free(s->group);
-        free(s->status_text);
-        free(s->ready_cause);
+        if (s->rd) {
+                free(s->rd->status_text);
+                free(s->rd->ready_cause);
+                free(s->rd);
+        }
         config_service_free(s->cfg);
         config_service_free(s->next_cfg);
         free(s);
