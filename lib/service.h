@@ -137,7 +137,9 @@ struct svc_machine {
         bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
                                      caller starts it again once what it requires is running.
                                      Any SVC_EV_START or SVC_EV_STOP clears it. */
-        char reason[SVC_CAUSE_MAX]; /* failed: why; otherwise the last failure */
+        char *reason;             /* failed: why; otherwise the last failure; "" when none.
+                                     At most SVC_CAUSE_MAX - 1 characters, malloc'd when
+                                     there is one: svc_machine_done() releases it. */
 };
 
 struct svc_input {
@@ -158,6 +160,8 @@ struct svc_step {
 
 void svc_policy_default(struct svc_policy *p);
 void svc_machine_init(struct svc_machine *m, const struct svc_policy *policy, uint64_t now);
+/* Release what the machine holds (its reason). */
+void svc_machine_done(struct svc_machine *m);
 /* Feed one event. *ret_step says what changed and what to do. Never fails. */
 void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
                       struct svc_step *ret_step);

@@ -659,5 +659,6 @@ void svc_free(struct svc *s) {
         }
         config_service_free(s->cfg);
         config_service_free(s->next_cfg);
+        svc_machine_done(&s->m);
         free(s);
 }
