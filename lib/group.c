@@ -54,6 +54,13 @@ struct empty_listener {
         void *userdata;
 };
 
+/* Our own cgroup v2 path, shared by the process-group groups made while we were in it (a
+ * supervisor makes thousands of them, all in the same cgroup). Under own_cg_lock. */
+struct own_cg {
+        unsigned refs;
+        char path[];
+};
+
 struct tend_group {
         tend_loop *loop;
         enum tend_group_kind kind;
@@ -61,48 +68,64 @@ struct tend_group {
          * process is spawned into the group (or seen in it) and false, with the callbacks,
          * when the group is seen empty again. */
         bool populated;
-        tend_group_empty_cb empty_cb;
-        void *empty_userdata;
-        struct empty_listener *listeners;
-        size_t n_listeners, cap_listeners;
         /* Callbacks may free the group: while they run, tend_group_free() tears everything
          * down but leaves the memory to the dispatcher, which releases it when they return. */
-        int dispatching;
         bool dead;
-        struct proc_ladder *ladder; /* a group-only stop ladder, owned by ladder.c */
-
+        int dispatching;
         /* Live process handles (tend_proc) spawned or adopted into the group: while one
          * lives the group cannot be empty, and its pidfd will say when it ends. */
         unsigned n_live;
+        unsigned n_listeners, cap_listeners;
+        struct empty_listener *listeners;
+        tend_group_empty_cb empty_cb;
+        void *empty_userdata;
+        struct proc_ladder *ladder; /* a group-only stop ladder, owned by ladder.c */
 
-        /* CGROUP
-         * A supervisor holds thousands of groups, against an fd limit that may be no more
-         * than twice that: an idle cgroup group holds no fd. The directory is opened for the
-         * spawn (CLONE_INTO_CGROUP) and for each operation; cgroup.events is opened and
-         * watched only while it is the one way to learn of the empty event: the group is
-         * populated and no live handle of ours is in it (cgroup_need_watch). */
-        char *path;        /* absolute directory path, e.g. /sys/fs/cgroup/unified/tend-x-12-1 */
-        char *rel;         /* the same as /proc/PID/cgroup writes it, e.g. /tend-x-12-1 */
-        char *parent_path; /* the directory of the cgroup it was created in */
-        int dir_fd;        /* directory fd from the creation until the end of a spawn, else -1 */
-        bool cg_killed;    /* cgroup.kill was written: spawn by migration (group_spawn_migrates) */
-        int events_fd;     /* cgroup.events, watched for POLLPRI (-1: not needed now) */
-        tend_watch *watch;
-        tend_timer *recheck; /* made when needed: an empty event found outside the loop's
-                                dispatch is delivered from the loop (cgroup_need_watch) */
-
-        /* PGROUP */
-        pid_t pgid;        /* the process group a child joins (0 until the first spawn) */
-        /* Members by process group: every process group a spawned child led or joined
-         * that still exists. Not only the latest: a service's main process leads a new one
-         * at each run, and what an earlier run left behind (a background job whose shell
-         * has died) is still in the earlier one. Pruned when a group has no process left,
-         * before its number can name an unrelated process group. */
-        pid_t *pgids;
-        size_t n_pgids, cap_pgids;
-        struct pg_loop *pgl;  /* the groups of its loop: one /proc walk per SIGCHLD */
-        bool has_member;      /* pg_scan's answer */
-        char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
+        /* What only one kind needs (a supervisor holds thousands of groups): see kind. */
+        union {
+                /* CGROUP
+                 * A supervisor holds thousands of groups, against an fd limit that may be no
+                 * more than twice that: an idle cgroup group holds no fd. The directory is
+                 * opened for a spawn (CLONE_INTO_CGROUP) and for each operation;
+                 * cgroup.events is opened and watched only while it is the one way to learn
+                 * of the empty event: the group is populated and no live handle of ours is
+                 * in it (cgroup_need_watch). */
+                struct {
+                        char *path;   /* absolute directory path, e.g.
+                                         /sys/fs/cgroup/unified/tend-x-12-1 (in names[]) */
+                        char *rel;    /* the same as /proc/PID/cgroup writes it, e.g.
+                                         /tend-x-12-1 (in names[]) */
+                        char *parent_path; /* cgroup_setup() only: the directory it made the
+                                              cgroup in (then the parent of path) */
+                        int dir_fd;   /* the directory during a spawn, else -1 */
+                        int events_fd; /* cgroup.events, watched for POLLPRI (-1: not now) */
+                        tend_watch *watch;
+                        tend_timer *recheck; /* made when needed: an empty event found outside
+                                                the loop's dispatch is delivered from the loop
+                                                (cgroup_need_watch) */
+                        bool cg_killed; /* cgroup.kill was written: spawn by migration
+                                           (group_spawn_migrates) */
+                };
+                /* PGROUP */
+                struct {
+                        pid_t pgid;   /* the process group a child joins (0 until the first
+                                         spawn) */
+                        bool has_member; /* pg_scan's answer */
+                        unsigned n_pgids, cap_pgids;
+                        /* Members by process group: every process group a spawned child led
+                         * or joined that still exists. Not only the latest: a service's main
+                         * process leads a new one at each run, and what an earlier run left
+                         * behind (a background job whose shell has died) is still in the
+                         * earlier one. Pruned when a group has no process left, before its
+                         * number can name an unrelated process group. */
+                        pid_t *pgids;
+                        struct pg_loop *pgl; /* the groups of its loop: one /proc walk per
+                                                SIGCHLD */
+                        struct own_cg *own; /* our cgroup v2 path when one is known (see
+                                               pgroup_root_is_ours) */
+                };
+        };
+        char names[]; /* CGROUP: path, then rel, each NUL-terminated */
 };
 
 /* ---- process-wide state, detected once ------------------------------------------------ */
@@ -802,12 +825,12 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
                 return false;
         /* Orphans of CGROUP groups in the same process are still inside their cgroups; ours
          * stay in the cgroup we were in. */
-        if (g->own_cg && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
+        if (g->own && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
                 char file[32], *cg = NULL;
                 snprintf(file, sizeof file, "%d/cgroup", (int)pid);
                 if (read_cgroup_path(procfd, file, &cg) < 0)
                         return false;
-                bool same = strcmp(cg, g->own_cg) == 0;
+                bool same = strcmp(cg, g->own->path) == 0;
                 free(cg);
                 return same;
         }
@@ -1682,6 +1705,45 @@ fail:
         return r;
 }
 
+static pthread_mutex_t own_cg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct own_cg *own_cg_last; /* the latest one handed out (holds no reference) */
+
+/* Our cgroup v2 path, shared with the groups made before in the same cgroup; NULL when none
+ * is known. */
+static struct own_cg *own_cg_get(void) {
+        char *path = NULL;
+        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &path) < 0)
+                return NULL;
+        pthread_mutex_lock(&own_cg_lock);
+        struct own_cg *o = own_cg_last;
+        if (o && strcmp(o->path, path) == 0) {
+                o->refs++;
+        } else {
+                size_t n = strlen(path) + 1;
+                o = malloc(sizeof *o + n);
+                if (o) {
+                        o->refs = 1;
+                        memcpy(o->path, path, n);
+                        own_cg_last = o;
+                }
+        }
+        pthread_mutex_unlock(&own_cg_lock);
+        free(path);
+        return o;
+}
+
+static void own_cg_put(struct own_cg *o) {
+        if (!o)
+                return;
+        pthread_mutex_lock(&own_cg_lock);
+        if (--o->refs == 0) {
+                if (own_cg_last == o)
+                        own_cg_last = NULL;
+                free(o);
+        }
+        pthread_mutex_unlock(&own_cg_lock);
+}
+
 static int pgroup_setup(tend_group *g) {
         if (!__atomic_load_n(&subreaper_done, __ATOMIC_ACQUIRE)) {
                 /* Orphaned descendants (double fork, setsid) are re-parented to the nearest
@@ -1694,9 +1756,28 @@ static int pgroup_setup(tend_group *g) {
         if (r < 0)
                 return r;
         /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
-        char *own = NULL;
-        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own) == 0)
-                g->own_cg = own;
+        g->own = own_cg_get();
+        return 0;
+}
+
+/* path and rel into the group's own allocation, parent_path dropped (cg_evacuate finds the
+ * parent from path): one allocation per cgroup group rather than four. *gp moves; nothing
+ * refers to the group yet. On failure *gp is unchanged. */
+static int cgroup_pack(tend_group **gp) {
+        tend_group *g = *gp;
+        size_t lp = strlen(g->path) + 1, lr = strlen(g->rel) + 1;
+        tend_group *n = realloc(g, sizeof *g + lp + lr);
+        if (!n)
+                return -ENOMEM;
+        memcpy(n->names, n->path, lp);
+        memcpy(n->names + lp, n->rel, lr);
+        free(n->path);
+        free(n->rel);
+        free(n->parent_path);
+        n->path = n->names;
+        n->rel = n->names + lp;
+        n->parent_path = NULL;
+        *gp = n;
         return 0;
 }
 
@@ -1712,11 +1793,20 @@ TEND_PUBLIC int tend_group_new(tend_loop *loop, const char *name_hint, unsigned 
         if (!g)
                 return -ENOMEM;
         g->loop = loop;
-        g->dir_fd = g->events_fd = -1;
         int r = -EOPNOTSUPP;
         if (!(flags & TEND_GROUP_NO_CGROUP)) {
+                g->dir_fd = g->events_fd = -1;
                 r = cgroup_setup(g, name_hint);
                 if (r == 0) {
+                        r = cgroup_pack(&g);
+                        if (r < 0) {
+                                (void)rmdir(g->path);
+                                free(g->path);
+                                free(g->rel);
+                                free(g->parent_path);
+                                free(g);
+                                return r;
+                        }
                         g->kind = TEND_GROUP_CGROUP;
                         __atomic_add_fetch(&n_cgroup_groups, 1, __ATOMIC_RELAXED);
                 } else if ((flags & TEND_GROUP_REQUIRE_CGROUP) || cgroup_error_is_fatal(r)) {
@@ -1727,11 +1817,17 @@ TEND_PUBLIC int tend_group_new(tend_loop *loop, const char *name_hint, unsigned 
                 /* Otherwise (no cgroup2, read-only, not ours to write, ...): fall back. */
         }
         if (r < 0) {
+                /* The cgroup fields share their memory with these (cgroup_setup() has freed
+                 * all but parent_path). */
                 free(g->parent_path);
-                g->parent_path = NULL;
+                g->pgid = 0;
+                g->has_member = false;
+                g->n_pgids = g->cap_pgids = 0;
+                g->pgids = NULL;
+                g->pgl = NULL;
+                g->own = NULL;
                 r = pgroup_setup(g);
                 if (r < 0) {
-                        free(g->own_cg);
                         free(g);
                         return r;
                 }
@@ -1777,7 +1873,12 @@ static void cg_evacuate(tend_group *g, int dir_fd) {
                 return;
         }
         mvec_sort_unique(&m);
-        int parent = open(g->parent_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", g->path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir)
+                *slash = '\0'; /* the cgroup it was made in */
+        int parent = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (parent >= 0) {
                 for (size_t i = 0; i < m.n; i++) {
                         char text[16];
@@ -1826,11 +1927,10 @@ static void cgroup_teardown(tend_group *g) {
 }
 
 static void group_release(tend_group *g) {
-        free(g->pgids);
-        free(g->path);
-        free(g->rel);
-        free(g->parent_path);
-        free(g->own_cg);
+        if (g->kind == TEND_GROUP_PGROUP) {
+                free(g->pgids);
+                own_cg_put(g->own);
+        }
         free(g->listeners);
         free(g);
 }
@@ -1988,7 +2088,7 @@ int group_cgroup_fd(tend_group *g) {
 }
 
 void group_spawn_end(tend_group *g) {
-        if (!g)
+        if (!g || g->kind != TEND_GROUP_CGROUP)
                 return;
         g->dir_fd = io_close(g->dir_fd);
         /* A child spawned in but without a handle (it could not be made) leaves the group
