@@ -113,5 +113,7 @@ void ladder_group_free(tend_group *g);
 tend_loop *proc_loop(const tend_proc *p);
 /* The handle's group is being freed before it: forget it (tend_proc_group() says NULL). */
 void proc_detach_group(tend_proc *p);
+/* The link of the loop's table of registered processes (loop.c owns it). */
+tend_proc **proc_hash_next(tend_proc *p);
 
 #endif

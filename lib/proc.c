@@ -34,10 +34,11 @@ enum proc_state { PROC_RUNNING, PROC_EXITED, PROC_LOST };
 
 struct tend_proc {
         tend_loop *loop;
-        pid_t pid;
-        int pidfd;
+        tend_proc *hash_next; /* the loop's table of registered processes (loop.c) */
         tend_watch *watch;
         tend_group *group;
+        pid_t pid;
+        int pidfd;
         int stdio_fd[3];
         int pty_fd;
         enum proc_state state;
@@ -45,14 +46,18 @@ struct tend_proc {
          * runs. struct tend_exit is built from these on demand (exit_get). */
         int wait_status;
         bool recovered;
+        bool exit_notified;
         uint64_t start_usec, end_usec;
         struct rusage *rusage; /* malloc'd at the reap; NULL: none (recovered, or no memory) */
-        bool exit_notified;
         tend_exit_cb exit_cb;
         void *exit_userdata;
         /* Stop ladder (ladder.c). */
         struct proc_ladder *ladder;
 };
+
+tend_proc **proc_hash_next(tend_proc *p) {
+        return &p->hash_next;
+}
 
 /* ladder.c */
 void ladder_proc_exited(tend_proc *p);

@@ -1214,6 +1214,51 @@ static void ext_free(struct svc_config_ext *x) {
         free(x);
 }
 
+/* One allocation for the service's definition and its strings (name, identity, the command's
+ * words and text; the text stored once when it is the single word itself): a supervisor
+ * keeps one per service, and five small allocations cost ~100 bytes more than their
+ * contents. Returns the packed copy (s is freed) or, out of memory or incomplete, s. */
+static struct svc_config *config_pack(struct svc_config *s) {
+        if (!s->name || !s->identity || !s->command.argv)
+                return s;
+        size_t n_argv = 0, words = 0;
+        for (; s->command.argv[n_argv]; n_argv++)
+                words += strlen(s->command.argv[n_argv]) + 1;
+        const char *text = s->command.text;
+        bool text_is_word = text && n_argv == 1 && strcmp(text, s->command.argv[0]) == 0;
+        size_t ln = strlen(s->name) + 1, li = strlen(s->identity) + 1;
+        size_t lt = text && !text_is_word ? strlen(text) + 1 : 0;
+        size_t la = (n_argv + 1) * sizeof(char *);
+        struct svc_config *p = malloc(sizeof *p + la + ln + li + lt + words);
+        if (!p)
+                return s;
+        *p = *s;
+        p->packed = true;
+        char **argv = (char **)(p + 1); /* p + 1 is aligned for any pointer */
+        char *w = (char *)(p + 1) + la;
+        p->name = memcpy(w, s->name, ln);
+        w += ln;
+        p->identity = memcpy(w, s->identity, li);
+        w += li;
+        for (size_t i = 0; i < n_argv; i++) {
+                size_t n = strlen(s->command.argv[i]) + 1;
+                argv[i] = memcpy(w, s->command.argv[i], n);
+                w += n;
+        }
+        argv[n_argv] = NULL;
+        p->command.argv = argv;
+        if (text_is_word)
+                p->command.text = argv[0];
+        else if (text)
+                p->command.text = memcpy(w, text, lt);
+        free(s->name);
+        free(s->identity);
+        config_strv_free(s->command.argv);
+        free(s->command.text);
+        free(s);
+        return p;
+}
+
 static struct svc_config *interpret_service(struct parse *ps, struct raw_service *rs) {
         struct svc_config *s = calloc(1, sizeof *s);
         if (!s)
@@ -1283,7 +1328,7 @@ static struct svc_config *interpret_service(struct parse *ps, struct raw_service
                 free(s->x); /* every pointer in it is NULL, as in the default */
                 s->x = &default_ext;
         }
-        return s;
+        return config_pack(s);
 }
 
 /* user = NAME|UID and group = NAME|GID, looked up now so that --check finds a missing one. */
@@ -1351,10 +1396,12 @@ static void resolve_ids(struct parse *ps, const struct raw_service *rs, struct s
 void config_service_free(struct svc_config *s) {
         if (!s)
                 return;
-        free(s->name);
-        free(s->identity);
-        config_strv_free(s->command.argv);
-        free(s->command.text);
+        if (!s->packed) {
+                free(s->name);
+                free(s->identity);
+                config_strv_free(s->command.argv);
+                free(s->command.text);
+        }
         ext_free(s->x);
         if (s->ladder != &config_default_ladder)
                 free((void *)s->ladder);

@@ -86,6 +86,7 @@ struct svc_config {
 
         struct svc_command command;
         bool shell;
+        bool packed;          /* name, identity and command live in this allocation */
         enum svc_type type;
         enum svc_ready ready;
         enum svc_log log;

@@ -506,14 +506,30 @@ static void do_cleanup(struct svc *s) {
 
 /* ---- the dispatcher --------------------------------------------------------------------------- */
 
+static void on_timer(tend_timer *t, void *userdata);
+
+/* The timer exists only while the machine has a deadline: a service that runs (or is stopped)
+ * has none, and thousands of idle services need no timer each. Freeing it from inside its
+ * own callback is safe (the loop is done with it before the call). */
 static void arm_timer(struct svc *s) {
         if (s->m.deadline == s->armed)
                 return;
-        s->armed = s->m.deadline;
-        if (!s->armed) {
-                tend_timer_stop(s->timer);
+        if (!s->m.deadline) {
+                s->timer = tend_timer_free(s->timer);
+                s->armed = 0;
                 return;
         }
+        if (!s->timer) {
+                int e = tend_timer_new(s->sv->loop, on_timer, s, &s->timer);
+                if (e < 0) {
+                        /* armed stays behind the deadline: tried again after the next event */
+                        sv_say(s->sv, "svc '%s': cannot arm its timer: %s", s->cfg->name,
+                               tend_strerror(e));
+                        s->armed = 0;
+                        return;
+                }
+        }
+        s->armed = s->m.deadline;
         uint64_t now = tend_now_usec();
         tend_timer_start(s->timer, s->armed > now ? s->armed - now : 0);
 }
@@ -617,9 +633,6 @@ int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret) {
                 goto fail;
         }
         tend_group_on_empty(s->group, on_group_empty, s);
-        e = tend_timer_new(sv->loop, on_timer, s, &s->timer);
-        if (e < 0)
-                goto fail;
         e = logger_new(sv, cfg, &s->log);
         if (e < 0) {
                 msg_error("svc '%s': cannot set up its log: %s", cfg->name, tend_strerror(e));
