@@ -678,6 +678,8 @@ static bool cg_surely_empty(int dir_fd) {
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
         int to_close;
         int dfd = cg_dir(g, &to_close);
+        if (dfd == -ENOENT)
+                return 0; /* removed under us, which the kernel allows only once empty */
         if (dfd < 0)
                 return dfd;
         /* The common end of a run: nothing left. Three system calls instead of reading
