@@ -94,7 +94,7 @@ struct tend_group {
                         char *path;   /* absolute directory path, e.g.
                                          /sys/fs/cgroup/unified/tend-x-12-1 (in names[]) */
                         char *rel;    /* the same as /proc/PID/cgroup writes it, e.g.
-                                         /tend-x-12-1 (in names[]) */
+                                         /tend-x-12-1 (in names[], often path's end) */
                         char *parent_path; /* cgroup_setup() only: the directory it made the
                                               cgroup in (then the parent of path) */
                         int dir_fd;   /* the directory during a spawn, else -1 */
@@ -125,7 +125,8 @@ struct tend_group {
                                                pgroup_root_is_ours) */
                 };
         };
-        char names[]; /* CGROUP: path, then rel, each NUL-terminated */
+        char names[]; /* CGROUP: path, then rel (unless it is the end of path), each
+                         NUL-terminated */
 };
 
 /* ---- process-wide state, detected once ------------------------------------------------ */
@@ -1768,16 +1769,20 @@ static int pgroup_setup(tend_group *g) {
 static int cgroup_pack(tend_group **gp) {
         tend_group *g = *gp;
         size_t lp = strlen(g->path) + 1, lr = strlen(g->rel) + 1;
-        tend_group *n = realloc(g, sizeof *g + lp + lr);
+        /* Where the mount shows the whole hierarchy (nearly always), rel is the end of path:
+         * stored once. */
+        bool tail = lr <= lp && memcmp(g->path + lp - lr, g->rel, lr) == 0;
+        tend_group *n = realloc(g, sizeof *g + lp + (tail ? 0 : lr));
         if (!n)
                 return -ENOMEM;
         memcpy(n->names, n->path, lp);
-        memcpy(n->names + lp, n->rel, lr);
+        if (!tail)
+                memcpy(n->names + lp, n->rel, lr);
         free(n->path);
         free(n->rel);
         free(n->parent_path);
         n->path = n->names;
-        n->rel = n->names + lp;
+        n->rel = tail ? n->names + lp - lr : n->names + lp;
         n->parent_path = NULL;
         *gp = n;
         return 0;

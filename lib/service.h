@@ -125,6 +125,9 @@ struct svc_machine {
         bool restart_now;         /* stopping: START came meanwhile (no backoff wait) */
         bool pre_stop_due;        /* stopping: the main was up, so pre-stop runs */
         bool attempted;           /* a start got past waiting: post-stop applies */
+        bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
+                                     caller starts it again once what it requires is running.
+                                     Any SVC_EV_START or SVC_EV_STOP clears it. */
         uint64_t deadline;        /* 0: none */
         uint64_t since;           /* when the current state began */
         uint64_t ready_since;     /* when it last became ready (0: not in this run) */
@@ -134,9 +137,6 @@ struct svc_machine {
         unsigned restarts;        /* automatic restarts, ever */
         uint64_t watchdog_usec;   /* WATCHDOG_USEC= sent by this run of the service: its
                                      watchdog interval until the next start (0: the policy's) */
-        bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
-                                     caller starts it again once what it requires is running.
-                                     Any SVC_EV_START or SVC_EV_STOP clears it. */
         char *reason;             /* failed: why; otherwise the last failure; "" when none.
                                      At most SVC_CAUSE_MAX - 1 characters, malloc'd when
                                      there is one: svc_machine_done() releases it. */
