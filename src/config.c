@@ -23,6 +23,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1187,9 +1188,79 @@ struct svc_config_ext *config_default_ext(void) {
         return &default_ext;
 }
 
+/* Shared copies by content: a small chained hash table, for the life of the process. */
+struct ext_node {
+        struct ext_node *next;
+        unsigned refs;
+        struct svc_config_ext x;
+};
+
+#define EXT_BUCKETS 64
+static struct ext_node *ext_table[EXT_BUCKETS];
+
+static size_t ext_bucket(const struct svc_config_ext *x) {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a over the bytes, padding included (zero) */
+        const unsigned char *p = (const unsigned char *)x;
+        for (size_t i = 0; i < sizeof *x; i++)
+                h = (h ^ p[i]) * 1099511628211ull;
+        return (size_t)(h % EXT_BUCKETS);
+}
+
+static bool ext_points(const struct svc_config_ext *x) {
+        if (x->directory || x->env || x->user || x->groups || x->user_env || x->group ||
+            x->rlimits || x->pidfile || x->tcp_addr || x->tcp_text || x->ready_exec.argv ||
+            x->ready_exec.text || x->stop_command.argv || x->stop_command.text || x->after ||
+            x->requires || x->log_path)
+                return true;
+        for (int h = 0; h < SVC_HOOK_COUNT; h++)
+                if (x->hooks[h].argv || x->hooks[h].text)
+                        return true;
+        return false;
+}
+
+/* x (calloc'd, so its padding is zero) or the shared copy with the same content, which then
+ * replaces it. Only numbers and flags are compared: a field that points anywhere keeps x
+ * the service's own. */
+static struct svc_config_ext *ext_intern(struct svc_config_ext *x) {
+        if (ext_points(x))
+                return x;
+        x->shared = true; /* as the shared copies have it, for the comparison */
+        size_t b = ext_bucket(x);
+        for (struct ext_node *n = ext_table[b]; n; n = n->next)
+                if (memcmp(&n->x, x, sizeof *x) == 0) {
+                        n->refs++;
+                        free(x);
+                        return &n->x;
+                }
+        struct ext_node *n = malloc(sizeof *n);
+        if (!n) {
+                x->shared = false;
+                return x;
+        }
+        memcpy(&n->x, x, sizeof *x); /* the padding too: it is compared */
+        n->refs = 1;
+        n->next = ext_table[b];
+        ext_table[b] = n;
+        free(x);
+        return &n->x;
+}
+
 static void ext_free(struct svc_config_ext *x) {
         if (!x || x == &default_ext)
                 return;
+        if (x->shared) {
+                struct ext_node *n =
+                        (struct ext_node *)((char *)x - offsetof(struct ext_node, x));
+                if (--n->refs > 0)
+                        return;
+                for (struct ext_node **pp = &ext_table[ext_bucket(x)]; *pp; pp = &(*pp)->next)
+                        if (*pp == n) {
+                                *pp = n->next;
+                                break;
+                        }
+                free(n);
+                return;
+        }
         free(x->directory);
         config_strv_free(x->env);
         free(x->user);
@@ -1327,6 +1398,8 @@ static struct svc_config *interpret_service(struct parse *ps, struct raw_service
         if (memcmp(s->x, config_default_ext(), sizeof *s->x) == 0) {
                 free(s->x); /* every pointer in it is NULL, as in the default */
                 s->x = &default_ext;
+        } else {
+                s->x = ext_intern(s->x);
         }
         return config_pack(s);
 }

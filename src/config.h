@@ -32,8 +32,9 @@ struct svc_command {
 };
 
 /* What most services leave at its default: kept apart so that they can all share one copy
- * (config_default_ext()). A supervisor of 10,000 services held 10,000 copies of ~450 bytes of
- * defaults before (DESIGN §5: at most 1 KiB per idle service, all told). */
+ * (config_default_ext()), or one copy per distinct set of values when only numbers differ
+ * (restart = always for all, say). A supervisor of 10,000 services held 10,000 copies of
+ * ~450 bytes of defaults before (DESIGN §5: at most 1 KiB per idle service, all told). */
 struct svc_config_ext {
         char *directory;
         char **env;           /* NAME=VALUE, NULL-terminated */
@@ -75,6 +76,8 @@ struct svc_config_ext {
         char *log_path;
         uint64_t log_size;    /* rotate above this many bytes (0: never) */
         unsigned log_keep;    /* rotated files kept */
+        bool shared;          /* config.c: one copy for every service that has the same (set
+                                 only where no field points anywhere), freed with the last */
 };
 
 struct svc_config {
