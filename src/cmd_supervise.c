@@ -531,9 +531,9 @@ static char *default_runtime_dir(void) {
         return dir;
 }
 
-/* Many services, several fds each (two pipes, their read ends, a pidfd, the cgroup's
- * directory and events files, a log file, a notify socket): take the hard limit of open
- * files. What the services get is their own business: spawn hands them exactly fds 0-2 and
+/* Many services, up to several fds each (a pidfd always; two pipes for log = inherit or
+ * file, a log file, a notify socket; the cgroup's events file only while leftovers of a
+ * run are waited for): take the hard limit of open files. What the services get is their own business: spawn hands them exactly fds 0-2 and
  * the ones asked for. */
 static void raise_nofile(void) {
         struct rlimit rl;
