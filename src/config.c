@@ -442,7 +442,10 @@ static int handler(void *user, const char *section, const char *name, const char
                 return 1; /* a bad section header, reported when it was read */
         struct raw_service *s = &ps->svc[r->cur_index];
         if (s->n_kv == s->cap_kv) {
-                size_t ncap = s->cap_kv ? s->cap_kv * 2 : 16;
+                /* From 4: most sections have a few keys, and with room for 16 the parse of
+                 * 10,000 services peaked 3.8 MB higher than it needed — freed afterwards,
+                 * but left in the heap as holes nothing else filled (Pss of a supervisor). */
+                size_t ncap = s->cap_kv ? s->cap_kv * 2 : 4;
                 struct raw_kv *nk = realloc(s->kv, ncap * sizeof *nk);
                 if (!nk)
                         return 0;
