@@ -451,9 +451,8 @@ static void name_sanitize(const char *hint, char *out, size_t size) {
         out[w] = '\0';
 }
 
-/* The cgroup's directory: the group's own fd while it has one (from the creation to the end of
- * a spawn), otherwise a fresh one, which the caller closes (*to_close; -1 when there is none
- * to close). */
+/* The cgroup's directory: the group's own fd while it has one (during a spawn), otherwise a
+ * fresh one, which the caller closes (*to_close; -1 when there is none to close). */
 static int cg_dir(const tend_group *g, int *to_close) {
         *to_close = -1;
         if (g->dir_fd >= 0)
