@@ -477,10 +477,12 @@ class Supervisord(Design):
 DESIGNS = {"tend": Tend, "tend-inherit": TendInherit, "tend-nocg": TendNoCgroup, "s6": S6,
            "runit": Runit, "supervisord": Supervisord}
 
-# File descriptors tend holds per service: the pidfd, and with a cgroup its directory and
-# cgroup.events; with log = inherit two pipes more. Above the fd limit tend cannot start every
-# service (seen: EMFILE at clone for 10,000 services under a 20,000 limit).
-TEND_FDS_PER_SERVICE = {"tend": 3, "tend-inherit": 5, "tend-nocg": 1}
+# File descriptors tend holds per idle service: the pidfd (with a cgroup too: its directory is
+# opened for the spawn only, cgroup.events only while leftovers are waited for); with
+# log = inherit both ends of two pipes more (seen: 5 per service). Above the fd limit tend
+# cannot start every service (seen, when a cgroup cost two fds more: EMFILE at clone for
+# 10,000 services under a 20,000 limit).
+TEND_FDS_PER_SERVICE = {"tend": 1, "tend-inherit": 5, "tend-nocg": 1}
 
 
 # supervisord holds three pipe ends per program (stdin, stdout, stderr; also with

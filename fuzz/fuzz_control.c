@@ -144,8 +144,10 @@ static void setup(void) {
 
 static void reset(void) {
         sv.shutting_down = false;
+        static char failed[] = "start-limit: 10 failures in 60s", none[] = "";
         svcs[0].m.state = SVC_FAILED;
-        snprintf(svcs[0].m.reason, sizeof svcs[0].m.reason, "start-limit: 10 failures in 60s");
+        svcs[0].m.reason = failed;
+        svcs[1].m.reason = svcs[2].m.reason = none; /* as svc_machine_init() leaves it */
         svcs[1].m.state = SVC_STOPPED;
         svcs[2].m.state = SVC_RUNNING;
 }

@@ -176,9 +176,11 @@ enum tend_group_flags {
  * has a single group. */
 int tend_group_new(tend_loop *loop, const char *name_hint, unsigned flags,
                    tend_group **ret_group);
-/* Kills nothing. Free a process's stop ladder (tend_proc_free) before the group it names.
- * A populated cgroup group keeps tend_loop_run() running (its cgroup.events watch is
- * active); a process-group group never does. Removes the cgroup if it is empty; if it is not, its processes are moved to
+/* Kills nothing. Free a process's stop ladder (tend_proc_free) before the group it names
+ * (a process handle still running then no longer names the group: tend_proc_group() says
+ * NULL). A populated cgroup group keeps tend_loop_run() running (through the pidfds of its
+ * process handles, then its cgroup.events watch until it is empty); a process-group group
+ * never does. Removes the cgroup if it is empty; if it is not, its processes are moved to
  * the parent cgroup first so that no cgroup is left behind. */
 tend_group *tend_group_free(tend_group *g);
 

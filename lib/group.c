@@ -54,6 +54,13 @@ struct empty_listener {
         void *userdata;
 };
 
+/* Our own cgroup v2 path, shared by the process-group groups made while we were in it (a
+ * supervisor makes thousands of them, all in the same cgroup). Under own_cg_lock. */
+struct own_cg {
+        unsigned refs;
+        char path[];
+};
+
 struct tend_group {
         tend_loop *loop;
         enum tend_group_kind kind;
@@ -61,37 +68,65 @@ struct tend_group {
          * process is spawned into the group (or seen in it) and false, with the callbacks,
          * when the group is seen empty again. */
         bool populated;
-        tend_group_empty_cb empty_cb;
-        void *empty_userdata;
-        struct empty_listener *listeners;
-        size_t n_listeners, cap_listeners;
         /* Callbacks may free the group: while they run, tend_group_free() tears everything
          * down but leaves the memory to the dispatcher, which releases it when they return. */
-        int dispatching;
         bool dead;
+        int dispatching;
+        /* Live process handles (tend_proc) spawned or adopted into the group: while one
+         * lives the group cannot be empty, and its pidfd will say when it ends. */
+        unsigned n_live;
+        unsigned n_listeners, cap_listeners;
+        struct empty_listener *listeners;
+        tend_group_empty_cb empty_cb;
+        void *empty_userdata;
         struct proc_ladder *ladder; /* a group-only stop ladder, owned by ladder.c */
 
-        /* CGROUP */
-        char *path;        /* absolute directory path, e.g. /sys/fs/cgroup/unified/tend-x-12-1 */
-        char *rel;         /* the same as /proc/PID/cgroup writes it, e.g. /tend-x-12-1 */
-        char *parent_path; /* the directory of the cgroup it was created in */
-        int dir_fd;        /* O_RDONLY directory fd, for CLONE_INTO_CGROUP */
-        bool cg_killed;    /* cgroup.kill was written: spawn by migration (group_spawn_migrates) */
-        int events_fd;     /* cgroup.events, watched for POLLPRI */
-        tend_watch *watch;
-
-        /* PGROUP */
-        pid_t pgid;        /* the process group a child joins (0 until the first spawn) */
-        /* Members by process group: every process group a spawned child led or joined
-         * that still exists. Not only the latest: a service's main process leads a new one
-         * at each run, and what an earlier run left behind (a background job whose shell
-         * has died) is still in the earlier one. Pruned when a group has no process left,
-         * before its number can name an unrelated process group. */
-        pid_t *pgids;
-        size_t n_pgids, cap_pgids;
-        struct pg_loop *pgl;  /* the groups of its loop: one /proc walk per SIGCHLD */
-        bool has_member;      /* pg_scan's answer */
-        char *own_cg;      /* our own cgroup v2 path when one is known (see pgroup_root_is_ours) */
+        /* What only one kind needs (a supervisor holds thousands of groups): see kind. */
+        union {
+                /* CGROUP
+                 * A supervisor holds thousands of groups, against an fd limit that may be no
+                 * more than twice that: an idle cgroup group holds no fd. The directory is
+                 * opened for a spawn (CLONE_INTO_CGROUP) and for each operation;
+                 * cgroup.events is opened and watched only while it is the one way to learn
+                 * of the empty event: the group is populated and no live handle of ours is
+                 * in it (cgroup_need_watch). */
+                struct {
+                        char *path;   /* absolute directory path, e.g.
+                                         /sys/fs/cgroup/unified/tend-x-12-1 (in names[]) */
+                        char *rel;    /* the same as /proc/PID/cgroup writes it, e.g.
+                                         /tend-x-12-1 (in names[], often path's end) */
+                        char *parent_path; /* cgroup_setup() only: the directory it made the
+                                              cgroup in (then the parent of path) */
+                        int dir_fd;   /* the directory during a spawn, else -1 */
+                        int events_fd; /* cgroup.events, watched for POLLPRI (-1: not now) */
+                        tend_watch *watch;
+                        tend_timer *recheck; /* made when needed: an empty event found outside
+                                                the loop's dispatch is delivered from the loop
+                                                (cgroup_need_watch) */
+                        bool cg_killed; /* cgroup.kill was written: spawn by migration
+                                           (group_spawn_migrates) */
+                };
+                /* PGROUP */
+                struct {
+                        pid_t pgid;   /* the process group a child joins (0 until the first
+                                         spawn) */
+                        bool has_member; /* pg_scan's answer */
+                        unsigned n_pgids, cap_pgids;
+                        /* Members by process group: every process group a spawned child led
+                         * or joined that still exists. Not only the latest: a service's main
+                         * process leads a new one at each run, and what an earlier run left
+                         * behind (a background job whose shell has died) is still in the
+                         * earlier one. Pruned when a group has no process left, before its
+                         * number can name an unrelated process group. */
+                        pid_t *pgids;
+                        struct pg_loop *pgl; /* the groups of its loop: one /proc walk per
+                                                SIGCHLD */
+                        struct own_cg *own; /* our cgroup v2 path when one is known (see
+                                               pgroup_root_is_ours) */
+                };
+        };
+        char names[]; /* CGROUP: path, then rel (unless it is the end of path), each
+                         NUL-terminated */
 };
 
 /* ---- process-wide state, detected once ------------------------------------------------ */
@@ -443,6 +478,19 @@ static void name_sanitize(const char *hint, char *out, size_t size) {
         out[w] = '\0';
 }
 
+/* The cgroup's directory: the group's own fd while it has one (during a spawn), otherwise a
+ * fresh one, which the caller closes (*to_close; -1 when there is none to close). */
+static int cg_dir(const tend_group *g, int *to_close) {
+        *to_close = -1;
+        if (g->dir_fd >= 0)
+                return g->dir_fd;
+        int fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        *to_close = fd;
+        return fd;
+}
+
 static bool cg_kill_available(int dir_fd) {
         int s = __atomic_load_n(&cg_kill_state, __ATOMIC_RELAXED);
         if (s == 0) {
@@ -644,8 +692,8 @@ static int events_fd_read(int fd);
 /* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
  * left anywhere below it. Read through an fd of its own: reading the watched one would
  * consume the change notification that the empty event waits for. */
-static bool cg_surely_empty(tend_group *g) {
-        int fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+static bool cg_surely_empty(int dir_fd) {
+        int fd = openat(dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return false;
         int r = events_fd_read(fd);
@@ -655,12 +703,20 @@ static bool cg_surely_empty(tend_group *g) {
 
 /* Live members, sorted by pid, each with its start time. */
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        int to_close;
+        int dfd = cg_dir(g, &to_close);
+        if (dfd == -ENOENT)
+                return 0; /* removed under us, which the kernel allows only once empty */
+        if (dfd < 0)
+                return dfd;
         /* The common end of a run: nothing left. Three system calls instead of reading
          * cgroup.procs and listing the directory for sub-cgroups. */
-        if (cg_surely_empty(g))
-                return 0;
+        bool empty = cg_surely_empty(dfd);
         struct mvec raw = { 0 };
-        int r = cg_collect(g->dir_fd, 0, &raw);
+        int r = empty ? 0 : cg_collect(dfd, 0, &raw);
+        io_close(to_close);
+        if (empty)
+                return 0;
         if (r < 0)
                 goto out;
         mvec_sort_unique(&raw); /* cgroup.procs may list a pid twice after a move back */
@@ -798,12 +854,12 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
                 return false;
         /* Orphans of CGROUP groups in the same process are still inside their cgroups; ours
          * stay in the cgroup we were in. */
-        if (g->own_cg && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
+        if (g->own && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
                 char file[32], *cg = NULL;
                 snprintf(file, sizeof file, "%d/cgroup", (int)pid);
                 if (read_cgroup_path(procfd, file, &cg) < 0)
                         return false;
-                bool same = strcmp(cg, g->own_cg) == 0;
+                bool same = strcmp(cg, g->own->path) == 0;
                 free(cg);
                 return same;
         }
@@ -1224,34 +1280,100 @@ static void group_fire_empty(tend_group *g) {
         group_unhold(g);
 }
 
-/* While the group is empty its watch does not count as something that can wake the loop, so
- * tend_loop_run() can return with only empty groups left. (The watch still reports: epoll
- * always delivers the POLLERR that kernfs raises with POLLPRI, and a spawn re-arms it.) */
-static void cgroup_watch_arm(tend_group *g, bool on) {
-        if (g->watch)
-                (void)tend_watch_set_events(g->watch, on ? EPOLLPRI : 0);
+/* ---- the empty event of cgroup groups ----
+ *
+ * While a live process handle of ours is in the group (n_live), the group cannot be empty,
+ * and that handle's pidfd tells when it ends. So cgroup.events is needed only from the end of
+ * the last of them until the group is seen empty: a supervised service that runs holds its
+ * pidfd alone. The end of a handle (reaped, or freed while it runs) and the end of a spawn
+ * that left no handle call cgroup_need_watch(), which opens cgroup.events, watches it for
+ * POLLPRI and reads it: kernfs raises POLLPRI for changes after the open, and the read
+ * covers those before it, so no transition falls between the two. The watch is closed again
+ * when the group is seen empty or a new handle is spawned in. A member that moves itself out
+ * of the cgroup while our handle still lives delays the event to that handle's end. */
+
+#define GROUP_WATCH_RETRY_USEC 1000000 /* cgroup.events could not be opened (no fd left) */
+
+static void cgroup_unwatch(tend_group *g) {
+        g->watch = tend_watch_free(g->watch);
+        g->events_fd = io_close(g->events_fd);
+        if (g->recheck)
+                tend_timer_stop(g->recheck);
 }
 
-static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *userdata) {
-        tend_group *g = userdata;
-        (void)revents; /* POLLPRI|POLLERR both only mean "changed": read and see */
-        int r = events_fd_read(fd);
-        if (r < 0) {
-                /* The cgroup was removed under us (only possible once empty) or the file
-                 * broke; kernfs would then report POLLERR forever, so stop watching. */
-                g->watch = tend_watch_free(w);
-                r = 0;
-        }
-        if (r == 1) {
-                g->populated = true;
-                cgroup_watch_arm(g, true);
-                return;
-        }
-        cgroup_watch_arm(g, false);
+/* Seen empty: no fd is needed any more, then the callbacks. The caller must not touch g
+ * afterwards. */
+static void cgroup_seen_empty(tend_group *g) {
+        cgroup_unwatch(g);
         if (!g->populated)
                 return;
         g->populated = false;
         group_fire_empty(g); /* last: it may free g */
+}
+
+static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *userdata) {
+        tend_group *g = userdata;
+        (void)w;
+        (void)revents; /* POLLPRI|POLLERR both only mean "changed": read and see */
+        /* The read re-arms the notification. An error means the cgroup was removed under us
+         * (only possible once empty) or the file broke: kernfs would then report POLLERR
+         * forever, and the watch is closed either way. */
+        if (events_fd_read(fd) == 1)
+                return;
+        cgroup_seen_empty(g);
+}
+
+static void cgroup_need_watch(tend_group *g, bool may_fire);
+
+static void cgroup_recheck_cb(tend_timer *t, void *userdata) {
+        (void)t;
+        cgroup_need_watch(userdata, true);
+}
+
+/* Deliver the check from the loop after delay_usec: the callers of cgroup_need_watch() that
+ * are not the loop's dispatch (a handle freed, a spawn's end) must not run callbacks. */
+static int cgroup_recheck_later(tend_group *g, uint64_t delay_usec) {
+        if (!g->recheck) {
+                int r = tend_timer_new(g->loop, cgroup_recheck_cb, g, &g->recheck);
+                if (r < 0)
+                        return r;
+        }
+        tend_timer_start(g->recheck, delay_usec);
+        return 0;
+}
+
+/* The group may become (or be) empty with no handle of ours left in it to tell: watch
+ * cgroup.events. With may_fire (the loop dispatches: a timer), an empty group's callbacks
+ * run now, and the caller must not touch g afterwards; otherwise they run from the loop. */
+static void cgroup_need_watch(tend_group *g, bool may_fire) {
+        if (g->kind != TEND_GROUP_CGROUP || g->dead || !g->populated || g->n_live > 0)
+                return;
+        if (!g->watch) {
+                int to_close;
+                int dfd = cg_dir(g, &to_close);
+                int fd = dfd < 0 ? dfd : openat(dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+                if (dfd >= 0 && fd < 0)
+                        fd = -errno;
+                io_close(to_close);
+                if (fd == -ENOENT) {
+                        cgroup_seen_empty(g); /* removed under us: only possible once empty */
+                        return;
+                }
+                if (fd < 0 || tend_watch_new(g->loop, fd, EPOLLPRI, cgroup_events_cb, g,
+                                             &g->watch) < 0) {
+                        /* No fd or memory left now; the event is owed, so look again (and
+                         * if not even that can be arranged, the next handle's end will). */
+                        io_close(fd);
+                        (void)cgroup_recheck_later(g, GROUP_WATCH_RETRY_USEC);
+                        return;
+                }
+                g->events_fd = fd;
+        }
+        if (events_fd_read(g->events_fd) == 1)
+                return; /* POLLPRI will say when it changes */
+        /* Empty already. Out of memory for the timer: the event now rather than never. */
+        if (may_fire || cgroup_recheck_later(g, 0) < 0)
+                cgroup_seen_empty(g);
 }
 
 /* The empty event of process-group groups. Their membership is read from /proc, and a
@@ -1607,28 +1729,56 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                 r = -errno;
                 goto fail;
         }
-        g->events_fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
-        if (g->events_fd < 0) {
-                r = -errno;
-                goto fail;
-        }
-        r = events_fd_read(g->events_fd);
-        if (r < 0)
-                goto fail;
-        /* Paused until a process is spawned in (cgroup_watch_arm). */
-        r = tend_watch_new(g->loop, g->events_fd, 0, cgroup_events_cb, g, &g->watch);
-        if (r < 0)
-                goto fail;
         (void)cg_kill_available(g->dir_fd);
+        /* No fd is kept (see cgroup_need_watch): the spawn opens the directory again. */
+        g->dir_fd = io_close(g->dir_fd);
         return 0;
 fail:
-        g->events_fd = io_close(g->events_fd);
         g->dir_fd = io_close(g->dir_fd);
         (void)rmdir(g->path);
         free(g->path);
         free(g->rel);
         g->path = g->rel = NULL;
         return r;
+}
+
+static pthread_mutex_t own_cg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct own_cg *own_cg_last; /* the latest one handed out (holds no reference) */
+
+/* Our cgroup v2 path, shared with the groups made before in the same cgroup; NULL when none
+ * is known. */
+static struct own_cg *own_cg_get(void) {
+        char *path = NULL;
+        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &path) < 0)
+                return NULL;
+        pthread_mutex_lock(&own_cg_lock);
+        struct own_cg *o = own_cg_last;
+        if (o && strcmp(o->path, path) == 0) {
+                o->refs++;
+        } else {
+                size_t n = strlen(path) + 1;
+                o = malloc(sizeof *o + n);
+                if (o) {
+                        o->refs = 1;
+                        memcpy(o->path, path, n);
+                        own_cg_last = o;
+                }
+        }
+        pthread_mutex_unlock(&own_cg_lock);
+        free(path);
+        return o;
+}
+
+static void own_cg_put(struct own_cg *o) {
+        if (!o)
+                return;
+        pthread_mutex_lock(&own_cg_lock);
+        if (--o->refs == 0) {
+                if (own_cg_last == o)
+                        own_cg_last = NULL;
+                free(o);
+        }
+        pthread_mutex_unlock(&own_cg_lock);
 }
 
 static int pgroup_setup(tend_group *g) {
@@ -1643,9 +1793,32 @@ static int pgroup_setup(tend_group *g) {
         if (r < 0)
                 return r;
         /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
-        char *own = NULL;
-        if (read_cgroup_path(AT_FDCWD, "/proc/self/cgroup", &own) == 0)
-                g->own_cg = own;
+        g->own = own_cg_get();
+        return 0;
+}
+
+/* path and rel into the group's own allocation, parent_path dropped (cg_evacuate finds the
+ * parent from path): one allocation per cgroup group rather than four. *gp moves; nothing
+ * refers to the group yet. On failure *gp is unchanged. */
+static int cgroup_pack(tend_group **gp) {
+        tend_group *g = *gp;
+        size_t lp = strlen(g->path) + 1, lr = strlen(g->rel) + 1;
+        /* Where the mount shows the whole hierarchy (nearly always), rel is the end of path:
+         * stored once. */
+        bool tail = lr <= lp && memcmp(g->path + lp - lr, g->rel, lr) == 0;
+        tend_group *n = realloc(g, sizeof *g + lp + (tail ? 0 : lr));
+        if (!n)
+                return -ENOMEM;
+        memcpy(n->names, n->path, lp);
+        if (!tail)
+                memcpy(n->names + lp, n->rel, lr);
+        free(n->path);
+        free(n->rel);
+        free(n->parent_path);
+        n->path = n->names;
+        n->rel = tail ? n->names + lp - lr : n->names + lp;
+        n->parent_path = NULL;
+        *gp = n;
         return 0;
 }
 
@@ -1661,11 +1834,20 @@ TEND_PUBLIC int tend_group_new(tend_loop *loop, const char *name_hint, unsigned 
         if (!g)
                 return -ENOMEM;
         g->loop = loop;
-        g->dir_fd = g->events_fd = -1;
         int r = -EOPNOTSUPP;
         if (!(flags & TEND_GROUP_NO_CGROUP)) {
+                g->dir_fd = g->events_fd = -1;
                 r = cgroup_setup(g, name_hint);
                 if (r == 0) {
+                        r = cgroup_pack(&g);
+                        if (r < 0) {
+                                (void)rmdir(g->path);
+                                free(g->path);
+                                free(g->rel);
+                                free(g->parent_path);
+                                free(g);
+                                return r;
+                        }
                         g->kind = TEND_GROUP_CGROUP;
                         __atomic_add_fetch(&n_cgroup_groups, 1, __ATOMIC_RELAXED);
                 } else if ((flags & TEND_GROUP_REQUIRE_CGROUP) || cgroup_error_is_fatal(r)) {
@@ -1676,11 +1858,17 @@ TEND_PUBLIC int tend_group_new(tend_loop *loop, const char *name_hint, unsigned 
                 /* Otherwise (no cgroup2, read-only, not ours to write, ...): fall back. */
         }
         if (r < 0) {
+                /* The cgroup fields share their memory with these (cgroup_setup() has freed
+                 * all but parent_path). */
                 free(g->parent_path);
-                g->parent_path = NULL;
+                g->pgid = 0;
+                g->has_member = false;
+                g->n_pgids = g->cap_pgids = 0;
+                g->pgids = NULL;
+                g->pgl = NULL;
+                g->own = NULL;
                 r = pgroup_setup(g);
                 if (r < 0) {
-                        free(g->own_cg);
                         free(g);
                         return r;
                 }
@@ -1719,14 +1907,19 @@ static void cg_rmdir_children(int dir_fd, int depth) {
 }
 
 /* Move every process of the tree to the cgroup the group was made in. */
-static void cg_evacuate(tend_group *g) {
+static void cg_evacuate(tend_group *g, int dir_fd) {
         struct mvec m = { 0 };
-        if (cg_collect(g->dir_fd, 0, &m) < 0 && m.n == 0) {
+        if (cg_collect(dir_fd, 0, &m) < 0 && m.n == 0) {
                 mvec_free(&m);
                 return;
         }
         mvec_sort_unique(&m);
-        int parent = open(g->parent_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", g->path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir)
+                *slash = '\0'; /* the cgroup it was made in */
+        int parent = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (parent >= 0) {
                 for (size_t i = 0; i < m.n; i++) {
                         char text[16];
@@ -1740,46 +1933,60 @@ static void cg_evacuate(tend_group *g) {
 }
 
 static void cgroup_teardown(tend_group *g) {
-        g->watch = tend_watch_free(g->watch);
+        cgroup_unwatch(g);
+        g->recheck = tend_timer_free(g->recheck);
+        /* Opened only when the leaf is busy: the common free is one rmdir. */
+        int dfd = -1, events_fd = -1;
         for (int t = 0; t < GROUP_FREE_TRIES; t++) {
                 /* Sub-cgroups (made by a member) are rare: try the leaf alone first, and list
                  * the directory only when rmdir says it is busy. */
                 if (rmdir(g->path) == 0 || errno == ENOENT)
                         break;
-                if (errno == EBUSY || errno == ENOTEMPTY) {
-                        cg_rmdir_children(g->dir_fd, 0);
-                        if (rmdir(g->path) == 0 || errno == ENOENT)
-                                break;
-                }
-                if (errno != EBUSY)
+                if (errno != EBUSY && errno != ENOTEMPTY)
                         break; /* not ours to remove after all; leave it */
+                if (dfd < 0 && (dfd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                        break;
+                cg_rmdir_children(dfd, 0);
+                if (rmdir(g->path) == 0 || errno == ENOENT)
+                        break;
+                if (errno != EBUSY)
+                        break;
                 /* Still populated (zombies do not count, so these are live or still exiting
                  * tasks) or a sub-cgroup came back. Move the live ones out; a task that is
                  * already exiting cannot be moved and only needs a moment to leave, so wait
                  * for cgroup.events to change — bounded, free cannot fail or hang. */
-                cg_evacuate(g);
-                if (g->events_fd >= 0 && events_fd_read(g->events_fd) == 1) {
-                        struct pollfd pfd = { .fd = g->events_fd, .events = POLLPRI };
+                cg_evacuate(g, dfd);
+                if (events_fd < 0)
+                        events_fd = openat(dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+                if (events_fd >= 0 && events_fd_read(events_fd) == 1) {
+                        struct pollfd pfd = { .fd = events_fd, .events = POLLPRI };
                         (void)poll(&pfd, 1, GROUP_FREE_WAIT_MS);
                 }
         }
-        g->events_fd = io_close(g->events_fd);
-        g->dir_fd = io_close(g->dir_fd);
+        io_close(events_fd);
+        io_close(dfd);
 }
 
 static void group_release(tend_group *g) {
-        free(g->pgids);
-        free(g->path);
-        free(g->rel);
-        free(g->parent_path);
-        free(g->own_cg);
+        if (g->kind == TEND_GROUP_PGROUP) {
+                free(g->pgids);
+                own_cg_put(g->own);
+        }
         free(g->listeners);
         free(g);
+}
+
+static void detach_if_ours(tend_proc *p, void *userdata) {
+        if (tend_proc_group(p) == userdata)
+                proc_detach_group(p);
 }
 
 TEND_PUBLIC tend_group *tend_group_free(tend_group *g) {
         if (!g || g->dead)
                 return NULL;
+        /* A running handle that names g would tell it of its end after the free. */
+        if (g->n_live > 0)
+                loop_proc_foreach(g->loop, detach_if_ours, g);
         /* The ladder first: freeing it removes its empty listener. */
         ladder_group_free(g);
         g->dead = true;
@@ -1855,20 +2062,25 @@ static int cg_kill_leaderless(tend_group *g) {
 TEND_PUBLIC int tend_group_kill(tend_group *g) {
         if (!g)
                 return -EINVAL;
-        if (g->kind == TEND_GROUP_CGROUP && cg_kill_available(g->dir_fd)) {
+        int to_close = -1;
+        int dfd = g->kind == TEND_GROUP_CGROUP ? cg_dir(g, &to_close) : -1;
+        if (dfd >= 0 && cg_kill_available(dfd)) {
                 /* Atomic for the whole tree, forks in flight included — except for processes
                  * without a live main thread (cg_kill_leaderless). Those are killed by pidfd,
                  * then cgroup.kill once more catches whatever they forked meanwhile. */
-                int r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                int r = io_write_file_at(dfd, "cgroup.kill", "1");
                 if (r == 0)
                         g->cg_killed = true;
                 /* Once SIGKILLed they cannot fork any more, so one more cgroup.kill after the
                  * sweep leaves nothing behind. */
                 if (r == 0 && cg_kill_leaderless(g) > 0)
-                        r = io_write_file_at(g->dir_fd, "cgroup.kill", "1");
+                        r = io_write_file_at(dfd, "cgroup.kill", "1");
+                io_close(to_close);
                 if (r != -ENOENT && r != -EINVAL)
                         return r;
                 /* Fall through: cgroup.kill vanished? (should not happen) */
+        } else {
+                io_close(to_close);
         }
         /* A SIGKILLed process can no longer fork (fork fails with a fatal signal pending), so
          * each pass only has to catch children forked before their parent was hit. */
@@ -1883,7 +2095,11 @@ TEND_PUBLIC bool tend_group_empty(tend_group *g) {
                 /* A fresh open, not the watched fd: reading that one would consume the change
                  * notification the watch is waiting for. */
                 char buf[256];
-                if (io_read_file_at(g->dir_fd, "cgroup.events", buf, sizeof buf) >= 0) {
+                int to_close;
+                int dfd = cg_dir(g, &to_close);
+                ssize_t n = dfd < 0 ? dfd : io_read_file_at(dfd, "cgroup.events", buf, sizeof buf);
+                io_close(to_close);
+                if (n >= 0) {
                         int p = parse_populated(buf);
                         if (p >= 0)
                                 return p == 0;
@@ -1901,8 +2117,40 @@ TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void
 
 /* ---- for spawn.c ---------------------------------------------------------------------- */
 
-int group_cgroup_fd(const tend_group *g) {
-        return g && g->kind == TEND_GROUP_CGROUP ? g->dir_fd : -1;
+int group_cgroup_fd(tend_group *g) {
+        if (!g || g->kind != TEND_GROUP_CGROUP)
+                return -EBADF;
+        if (g->dir_fd < 0) {
+                g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (g->dir_fd < 0)
+                        return -errno;
+        }
+        return g->dir_fd;
+}
+
+void group_spawn_end(tend_group *g) {
+        if (!g || g->kind != TEND_GROUP_CGROUP)
+                return;
+        g->dir_fd = io_close(g->dir_fd);
+        /* A child spawned in but without a handle (it could not be made) leaves the group
+         * populated with nothing of ours to tell its end. */
+        cgroup_need_watch(g, false);
+}
+
+void group_proc_added(tend_group *g) {
+        if (!g)
+                return;
+        g->n_live++;
+        /* An adopted member now stands for the group (a spawn's child did already). */
+        if (g->kind == TEND_GROUP_CGROUP)
+                cgroup_unwatch(g);
+}
+
+void group_proc_gone(tend_group *g) {
+        if (!g || g->n_live == 0)
+                return;
+        if (--g->n_live == 0)
+                cgroup_need_watch(g, false);
 }
 
 /* Seen on 6.18: once cgroup.kill has been written to a cgroup, every later clone3() with
@@ -1930,9 +2178,9 @@ void group_note_spawned(tend_group *g, pid_t pid) {
                 return;
         g->populated = true;
         if (g->kind == TEND_GROUP_CGROUP) {
-                /* If it has already come and gone, the change is still pending on the events
-                 * fd and the next read sees "populated 0": the transition is not lost. */
-                cgroup_watch_arm(g, true);
+                /* Its handle (made next) stands for the group until it ends; if none can be
+                 * made, group_spawn_end() watches again. */
+                cgroup_unwatch(g);
                 return;
         }
         /* Ask the kernel which process group the child ended up in rather than assume: it led

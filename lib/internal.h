@@ -43,6 +43,9 @@ int io_set_nonblock(int fd, bool on);
  * loop counts it as something that can still wake it). */
 void loop_proc_add(tend_loop *loop, tend_proc *p);
 void loop_proc_remove(tend_loop *loop, tend_proc *p);
+/* Call fn for every live registered process (fn must not add or remove any). */
+void loop_proc_foreach(tend_loop *loop, void (*fn)(tend_proc *p, void *userdata),
+                       void *userdata);
 /* Find a live registered process by pid, or NULL. */
 tend_proc *loop_proc_find(tend_loop *loop, pid_t pid);
 /* Called by the loop's SIGCHLD handling (only with orphan reaping on) to let groups recheck. */
@@ -65,8 +68,16 @@ void proc_handle_exit(tend_proc *p);
 
 /* ---- group.c: for spawn.c ------------------------------------------------------------ */
 
-/* The cgroup directory fd for CLONE_INTO_CGROUP, or -1 for a process-group group. */
-int group_cgroup_fd(const tend_group *g);
+/* The cgroup directory fd for CLONE_INTO_CGROUP (opened now, the group's until
+ * group_spawn_end()), -EBADF for a process-group group, or -errno. */
+int group_cgroup_fd(tend_group *g);
+/* The end of every spawn into g, successful or not, after its handle was made (or not). */
+void group_spawn_end(tend_group *g);
+/* A live handle (tend_proc) of a process in g was made, and it has ended (reaped, lost) or
+ * was freed while running. Each handle is counted once: while one lives, the group cannot
+ * be empty (group.c keeps no cgroup.events fd open meanwhile). */
+void group_proc_added(tend_group *g);
+void group_proc_gone(tend_group *g);
 /* True when a child must move itself into the group's cgroup (through cgroup.procs)
  * rather than be cloned into it (CLONE_INTO_CGROUP): see group.c. */
 bool group_spawn_migrates(const tend_group *g);
@@ -100,5 +111,9 @@ void ladder_group_free(tend_group *g);
 
 /* ---- proc.c --------------------------------------------------------------------------- */
 tend_loop *proc_loop(const tend_proc *p);
+/* The handle's group is being freed before it: forget it (tend_proc_group() says NULL). */
+void proc_detach_group(tend_proc *p);
+/* The link of the loop's table of registered processes (loop.c owns it). */
+tend_proc **proc_hash_next(tend_proc *p);
 
 #endif

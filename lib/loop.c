@@ -20,13 +20,17 @@ enum source_kind { SOURCE_WATCH = 1, SOURCE_TIMERFD, SOURCE_SIGNALFD };
 
 struct tend_watch {
         enum source_kind kind; /* first member: epoll data points here */
-        tend_loop *loop;
         int fd;
         uint32_t events;
         bool dead;
+        tend_loop *loop;
         tend_watch_cb cb;
-        void *userdata;
-        tend_watch *next_dead;
+        /* 40 bytes in all (a 48-byte malloc chunk, not 64): a supervisor holds a watch per
+         * service. A dead watch is never called again, so its userdata's room links it. */
+        union {
+                void *userdata;
+                tend_watch *next_dead;
+        };
 };
 
 struct tend_timer {
@@ -52,12 +56,9 @@ struct sigchld_hook {
         void *userdata;
 };
 
-/* Processes by pid, so the orphan reaper can tell ours from orphans. Chained hash. */
-struct proc_entry {
-        pid_t pid;
-        tend_proc *proc;
-        struct proc_entry *next;
-};
+/* Processes by pid, so the orphan reaper can tell ours from orphans. Chained hash, chained
+ * through the handles themselves (proc_hash_next): a supervisor registers one per service,
+ * and an entry of its own would cost 40 bytes and a malloc that can fail. */
 
 struct tend_loop {
         int epfd;
@@ -81,7 +82,7 @@ struct tend_loop {
         tend_watch *dead_watches;
         tend_signal *dead_signals;
 
-        struct proc_entry **procs;
+        tend_proc **procs;
         size_t procs_buckets, procs_count;
 
         tend_orphan_cb orphan_cb;
@@ -178,9 +179,9 @@ TEND_PUBLIC tend_loop *tend_loop_free(tend_loop *l) {
         io_close(l->epfd);
         for (size_t i = 0; i < l->procs_buckets; i++)
                 while (l->procs[i]) {
-                        struct proc_entry *e = l->procs[i];
-                        l->procs[i] = e->next;
-                        free(e);
+                        tend_proc *p = l->procs[i];
+                        l->procs[i] = *proc_hash_next(p);
+                        *proc_hash_next(p) = NULL;
                 }
         free(l->procs);
         free(l->heap);
@@ -586,53 +587,54 @@ static size_t proc_bucket(const tend_loop *l, pid_t pid) {
 
 static void procs_grow(tend_loop *l) {
         size_t nb = l->procs_buckets * 2;
-        struct proc_entry **nt = calloc(nb, sizeof *nt);
+        tend_proc **nt = calloc(nb, sizeof *nt);
         if (!nt)
                 return; /* a fuller table is slower, not wrong */
-        struct proc_entry **old = l->procs;
+        tend_proc **old = l->procs;
         size_t ob = l->procs_buckets;
         l->procs = nt;
         l->procs_buckets = nb;
         for (size_t i = 0; i < ob; i++)
                 while (old[i]) {
-                        struct proc_entry *e = old[i];
-                        old[i] = e->next;
-                        size_t b = proc_bucket(l, e->pid);
-                        e->next = nt[b];
-                        nt[b] = e;
+                        tend_proc *p = old[i];
+                        old[i] = *proc_hash_next(p);
+                        size_t b = proc_bucket(l, tend_proc_pid(p));
+                        *proc_hash_next(p) = nt[b];
+                        nt[b] = p;
                 }
         free(old);
 }
 
 void loop_proc_add(tend_loop *l, tend_proc *p) {
-        struct proc_entry *e = malloc(sizeof *e);
-        if (!e)
-                return; /* only the orphan reaper's WNOWAIT peek loses its shortcut */
-        e->pid = tend_proc_pid(p);
-        e->proc = p;
-        size_t b = proc_bucket(l, e->pid);
-        e->next = l->procs[b];
-        l->procs[b] = e;
+        size_t b = proc_bucket(l, tend_proc_pid(p));
+        *proc_hash_next(p) = l->procs[b];
+        l->procs[b] = p;
         if (++l->procs_count > l->procs_buckets * 2)
                 procs_grow(l);
 }
 
 void loop_proc_remove(tend_loop *l, tend_proc *p) {
-        for (struct proc_entry **pp = &l->procs[proc_bucket(l, tend_proc_pid(p))]; *pp;
-             pp = &(*pp)->next)
-                if ((*pp)->proc == p) {
-                        struct proc_entry *e = *pp;
-                        *pp = e->next;
-                        free(e);
+        for (tend_proc **pp = &l->procs[proc_bucket(l, tend_proc_pid(p))]; *pp;
+             pp = proc_hash_next(*pp))
+                if (*pp == p) {
+                        *pp = *proc_hash_next(p);
+                        *proc_hash_next(p) = NULL;
                         l->procs_count--;
                         return;
                 }
 }
 
+void loop_proc_foreach(tend_loop *l, void (*fn)(tend_proc *p, void *userdata),
+                      void *userdata) {
+        for (size_t b = 0; b < l->procs_buckets; b++)
+                for (tend_proc *p = l->procs[b]; p; p = *proc_hash_next(p))
+                        fn(p, userdata);
+}
+
 tend_proc *loop_proc_find(tend_loop *l, pid_t pid) {
-        for (struct proc_entry *e = l->procs[proc_bucket(l, pid)]; e; e = e->next)
-                if (e->pid == pid)
-                        return e->proc;
+        for (tend_proc *p = l->procs[proc_bucket(l, pid)]; p; p = *proc_hash_next(p))
+                if (tend_proc_pid(p) == pid)
+                        return p;
         return NULL;
 }
 

@@ -34,10 +34,11 @@ enum proc_state { PROC_RUNNING, PROC_EXITED, PROC_LOST };
 
 struct tend_proc {
         tend_loop *loop;
-        pid_t pid;
-        int pidfd;
+        tend_proc *hash_next; /* the loop's table of registered processes (loop.c) */
         tend_watch *watch;
         tend_group *group;
+        pid_t pid;
+        int pidfd;
         int stdio_fd[3];
         int pty_fd;
         enum proc_state state;
@@ -45,14 +46,18 @@ struct tend_proc {
          * runs. struct tend_exit is built from these on demand (exit_get). */
         int wait_status;
         bool recovered;
+        bool exit_notified;
         uint64_t start_usec, end_usec;
         struct rusage *rusage; /* malloc'd at the reap; NULL: none (recovered, or no memory) */
-        bool exit_notified;
         tend_exit_cb exit_cb;
         void *exit_userdata;
         /* Stop ladder (ladder.c). */
         struct proc_ladder *ladder;
 };
+
+tend_proc **proc_hash_next(tend_proc *p) {
+        return &p->hash_next;
+}
 
 /* ladder.c */
 void ladder_proc_exited(tend_proc *p);
@@ -88,8 +93,19 @@ int proc_new(tend_loop *loop, pid_t pid, int pidfd, tend_group *group, int stdio
                 return r;
         }
         loop_proc_add(loop, p);
+        group_proc_added(group);
         *ret_proc = p;
         return 0;
+}
+
+/* The handle no longer stands for a live process: reaped, lost, or freed while running. */
+static void proc_unregister(tend_proc *p) {
+        loop_proc_remove(p->loop, p);
+        group_proc_gone(p->group);
+}
+
+void proc_detach_group(tend_proc *p) {
+        p->group = NULL;
 }
 
 TEND_PUBLIC tend_proc *tend_proc_free(tend_proc *p) {
@@ -97,7 +113,7 @@ TEND_PUBLIC tend_proc *tend_proc_free(tend_proc *p) {
                 return NULL;
         ladder_proc_free(p);
         if (p->state == PROC_RUNNING)
-                loop_proc_remove(p->loop, p);
+                proc_unregister(p);
         tend_watch_free(p->watch);
         io_close(p->pidfd);
         for (int i = 0; i < 3; i++)
@@ -259,7 +275,7 @@ static int proc_reap(tend_proc *p, bool block) {
                 p->state = PROC_EXITED;
         }
         /* Reaped: drop the pidfd so that signalling afterwards cannot reach anything. */
-        loop_proc_remove(p->loop, p);
+        proc_unregister(p);
         p->watch = tend_watch_free(p->watch);
         p->pidfd = io_close(p->pidfd);
         return 1;
@@ -274,7 +290,7 @@ void proc_handle_exit(tend_proc *p) {
         if (r < 0) {
                 /* waitid failed for a reason other than ECHILD: nothing sane to retry. */
                 p->state = PROC_LOST;
-                loop_proc_remove(p->loop, p);
+                proc_unregister(p);
                 p->watch = tend_watch_free(p->watch);
                 p->pidfd = io_close(p->pidfd);
         }

@@ -14,7 +14,9 @@
  * INTERVAL sends the service to `failed` with the reason, never to a silent stop. */
 #include "service.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- names -------------------------------------------------------------------------- */
@@ -78,6 +80,33 @@ uint64_t svc_backoff_delay(const struct svc_policy *p, unsigned level, uint32_t 
 }
 
 /* ---- helpers ------------------------------------------------------------------------ */
+
+/* The reason is malloc'd only while there is one: a supervisor holds a machine per service,
+ * and 192 bytes of room in each for a failure most never have was a fifth of the memory of
+ * an idle service. Out of memory, a fixed text stands in (the state is right regardless). */
+static char reason_none[1];
+static char reason_no_memory[] = "(reason lost: out of memory)";
+
+static void reason_free(struct svc_machine *m) {
+        if (m->reason != reason_none && m->reason != reason_no_memory)
+                free(m->reason);
+        m->reason = reason_none;
+}
+
+static void set_reason(struct svc_machine *m, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void set_reason(struct svc_machine *m, const char *fmt, ...) {
+        char text[SVC_CAUSE_MAX]; /* the bound it always had */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        reason_free(m);
+        if (text[0]) {
+                char *r = strdup(text);
+                m->reason = r ? r : reason_no_memory;
+        }
+}
 
 static void set_cause(struct svc_step *st, const char *cause) {
         snprintf(st->cause, sizeof st->cause, "%s", cause ? cause : "");
@@ -168,7 +197,7 @@ static void decide_after_end(struct svc_machine *m, const struct svc_input *in, 
         m->ready_since = 0;
         m->restart_now = false;
         if (!success)
-                snprintf(m->reason, sizeof m->reason, "%s", cause ? cause : "failed");
+                set_reason(m, "%s", cause ? cause : "failed");
         bool restart = p->restart == SVC_RESTART_ALWAYS ||
                        (p->restart == SVC_RESTART_ON_FAILURE && !success);
         if (!restart) {
@@ -183,7 +212,7 @@ static void decide_after_end(struct svc_machine *m, const struct svc_input *in, 
                 if (++m->window_failures >= p->start_limit_count) {
                         char span[32];
                         format_usec(span, sizeof span, p->start_limit_interval);
-                        snprintf(m->reason, sizeof m->reason,
+                        set_reason(m,
                                  "start-limit: %u ends within %s (last: %.100s)",
                                  m->window_failures, span, cause ? cause : "failed");
                         m->after = SVC_AFTER_FAILED;
@@ -270,7 +299,7 @@ static void reset_for_manual_start(struct svc_machine *m) {
         m->backoff_level = 0;
         m->window_start = 0;
         m->window_failures = 0;
-        m->reason[0] = '\0';
+        reason_free(m);
 }
 
 /* ---- the transitions ---------------------------------------------------------------- */
@@ -302,7 +331,7 @@ static void starting_deps_failed(struct svc_machine *m, const struct svc_input *
                                  struct svc_step *st) {
         if (m->phase != SVC_PHASE_WAIT_DEPS)
                 return;
-        snprintf(m->reason, sizeof m->reason, "%s", in->cause ? in->cause : "dependency failed");
+        set_reason(m, "%s", in->cause ? in->cause : "dependency failed");
         set_cause(st, m->reason);
         m->deadline = 0;
         enter(m, in, st, SVC_FAILED, SVC_PHASE_NONE);
@@ -597,9 +626,14 @@ static const handler table[SVC_STATE_COUNT][SVC_EV_COUNT] = {
 
 void svc_machine_init(struct svc_machine *m, const struct svc_policy *policy, uint64_t now) {
         memset(m, 0, sizeof *m);
+        m->reason = reason_none;
         m->policy = policy;
         m->state = SVC_STOPPED;
         m->since = now;
+}
+
+void svc_machine_done(struct svc_machine *m) {
+        reason_free(m);
 }
 
 void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
@@ -622,7 +656,7 @@ void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
                 handler h = table[m->state][SVC_EV_STOP];
                 if (h)
                         h(m, &stop, ret_step);
-                snprintf(m->reason, sizeof m->reason, "%s", stop.cause);
+                set_reason(m, "%s", stop.cause);
                 m->held = true;
                 ret_step->to = m->state;
                 return;

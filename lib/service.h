@@ -125,6 +125,9 @@ struct svc_machine {
         bool restart_now;         /* stopping: START came meanwhile (no backoff wait) */
         bool pre_stop_due;        /* stopping: the main was up, so pre-stop runs */
         bool attempted;           /* a start got past waiting: post-stop applies */
+        bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
+                                     caller starts it again once what it requires is running.
+                                     Any SVC_EV_START or SVC_EV_STOP clears it. */
         uint64_t deadline;        /* 0: none */
         uint64_t since;           /* when the current state began */
         uint64_t ready_since;     /* when it last became ready (0: not in this run) */
@@ -134,10 +137,9 @@ struct svc_machine {
         unsigned restarts;        /* automatic restarts, ever */
         uint64_t watchdog_usec;   /* WATCHDOG_USEC= sent by this run of the service: its
                                      watchdog interval until the next start (0: the policy's) */
-        bool held;                /* stopped by SVC_EV_DEP_DOWN while it wanted to be up: the
-                                     caller starts it again once what it requires is running.
-                                     Any SVC_EV_START or SVC_EV_STOP clears it. */
-        char reason[SVC_CAUSE_MAX]; /* failed: why; otherwise the last failure */
+        char *reason;             /* failed: why; otherwise the last failure; "" when none.
+                                     At most SVC_CAUSE_MAX - 1 characters, malloc'd when
+                                     there is one: svc_machine_done() releases it. */
 };
 
 struct svc_input {
@@ -158,6 +160,8 @@ struct svc_step {
 
 void svc_policy_default(struct svc_policy *p);
 void svc_machine_init(struct svc_machine *m, const struct svc_policy *policy, uint64_t now);
+/* Release what the machine holds (its reason). */
+void svc_machine_done(struct svc_machine *m);
 /* Feed one event. *ret_step says what changed and what to do. Never fails. */
 void svc_machine_step(struct svc_machine *m, const struct svc_input *in,
                       struct svc_step *ret_step);

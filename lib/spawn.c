@@ -623,12 +623,17 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
                 goto out;
         }
         int cgroup_fd = -1;
-        if (o->group) {
+        if (o->group && tend_group_kind(o->group) == TEND_GROUP_CGROUP) {
                 cgroup_fd = group_cgroup_fd(o->group);
-                if (cgroup_fd < 0 && !(flags & TEND_SPAWN_SETSID)) {
-                        c->do_setpgid = true;
-                        c->pgid = group_pgid(o->group);
+                if (cgroup_fd < 0) {
+                        r = cgroup_fd;
+                        cgroup_fd = -1;
+                        step = TEND_STEP_CGROUP;
+                        goto out;
                 }
+        } else if (o->group && !(flags & TEND_SPAWN_SETSID)) {
+                c->do_setpgid = true;
+                c->pgid = group_pgid(o->group);
         }
         if ((flags & TEND_SPAWN_SETPGID) && !(flags & TEND_SPAWN_SETSID) && !c->do_setpgid) {
                 c->do_setpgid = true;
@@ -699,6 +704,8 @@ TEND_PUBLIC int tend_spawn(tend_loop *loop, const struct tend_spawn_opts *o,
         pty_master = -1;
         step = TEND_STEP_NONE;
 out:
+        if (o->group)
+                group_spawn_end(o->group);
         stack_put(stack);
         io_close(c->cgroup_procs_fd);
         for (int i = 0; i < 3; i++) {

@@ -164,7 +164,7 @@ static bool requires_pass(struct sv *sv) {
         bool any = false;
         for (size_t i = 0; i < sv->n_svcs; i++) {
                 struct svc *s = sv->svcs[i];
-                char **v = s->cfg->requires;
+                char **v = s->cfg->x->requires;
                 if (!v || !v[0])
                         continue;
                 if (svc_wants_up(&s->m) &&
@@ -220,7 +220,7 @@ static bool deps_pass(struct sv *sv) {
                         enum svc_gate verdict = SVC_GATE_GO;
                         char cause[SVC_CAUSE_MAX] = "";
                         for (int pass = 0; pass < 2 && verdict != SVC_GATE_FAIL; pass++) {
-                                char **v = pass ? s->cfg->requires : s->cfg->after;
+                                char **v = pass ? s->cfg->x->requires : s->cfg->x->after;
                                 for (size_t k = 0; v && v[k]; k++) {
                                         struct svc *d = sv_find(sv, v[k]);
                                         if (!d)
@@ -248,8 +248,8 @@ static bool deps_pass(struct sv *sv) {
                         bool hold = false;
                         for (size_t k = 0; k < sv->n_svcs && !hold; k++) {
                                 struct svc *t = sv->svcs[k];
-                                if (t != s && (names_contain(t->cfg->after, s->cfg->name) ||
-                                               names_contain(t->cfg->requires, s->cfg->name)))
+                                if (t != s && (names_contain(t->cfg->x->after, s->cfg->name) ||
+                                               names_contain(t->cfg->x->requires, s->cfg->name)))
                                         hold = !svc_stop_gate(&t->m);
                         }
                         if (!hold) {
@@ -531,9 +531,9 @@ static char *default_runtime_dir(void) {
         return dir;
 }
 
-/* Many services, several fds each (two pipes, their read ends, a pidfd, the cgroup's
- * directory and events files, a log file, a notify socket): take the hard limit of open
- * files. What the services get is their own business: spawn hands them exactly fds 0-2 and
+/* Many services, up to several fds each (a pidfd always; two pipes for log = inherit or
+ * file, a log file, a notify socket; the cgroup's events file only while leftovers of a
+ * run are waited for): take the hard limit of open files. What the services get is their own business: spawn hands them exactly fds 0-2 and
  * the ones asked for. */
 static void raise_nofile(void) {
         struct rlimit rl;

@@ -31,15 +31,11 @@ struct svc_command {
         char *text;   /* as written, for messages */
 };
 
-struct svc_config {
-        char *name;
-        const char *file;     /* where the section starts: only while config_load() runs
-                                 (the parse owns the text; NULL afterwards) */
-        int line;
-        char *identity;       /* every key and value in order: equal text, equal service */
-
-        struct svc_command command;
-        bool shell;
+/* What most services leave at its default: kept apart so that they can all share one copy
+ * (config_default_ext()), or one copy per distinct set of values when only numbers differ
+ * (restart = always for all, say). A supervisor of 10,000 services held 10,000 copies of
+ * ~450 bytes of defaults before (DESIGN §5: at most 1 KiB per idle service, all told). */
+struct svc_config_ext {
         char *directory;
         char **env;           /* NAME=VALUE, NULL-terminated */
         size_t n_env;
@@ -61,17 +57,14 @@ struct svc_config {
         uint8_t success_codes[32];  /* bit per exit code 0..255 */
         uint8_t success_signals[16]; /* bit per signal 1..127 */
 
-        enum svc_type type;
         char *pidfile;
 
-        enum svc_ready ready;
         int ready_fd;
         struct sockaddr_storage *tcp_addr; /* ready = tcp: (malloc'd) */
         socklen_t tcp_addr_len;
         char *tcp_text;       /* host:port as written */
         struct svc_command ready_exec;
 
-        const struct tend_ladder *ladder; /* config_default_ladder, or malloc'd */
         struct svc_command stop_command;
         struct svc_command hooks[SVC_HOOK_COUNT];
 
@@ -80,11 +73,34 @@ struct svc_config {
         char **requires;
         size_t n_requires;
 
-        enum svc_log log;
         char *log_path;
         uint64_t log_size;    /* rotate above this many bytes (0: never) */
         unsigned log_keep;    /* rotated files kept */
+        bool shared;          /* config.c: one copy for every service that has the same (set
+                                 only where no field points anywhere), freed with the last */
 };
+
+struct svc_config {
+        char *name;
+        const char *file;     /* where the section starts: only while config_load() runs
+                                 (the parse owns the text; NULL afterwards) */
+        int line;
+        char *identity;       /* every key and value in order: equal text, equal service */
+
+        struct svc_command command;
+        bool shell;
+        bool packed;          /* name, identity and command live in this allocation */
+        enum svc_type type;
+        enum svc_ready ready;
+        enum svc_log log;
+        const struct tend_ladder *ladder; /* config_default_ladder, or malloc'd */
+        /* The rest: config_default_ext() when every field of it has its default (shared,
+         * never written once loaded), else the service's own. Read-only outside config.c. */
+        struct svc_config_ext *x;
+};
+
+/* The defaults of struct svc_config_ext, shared by the services that change none of them. */
+struct svc_config_ext *config_default_ext(void);
 
 /* TERM/10s,KILL: the stop ladder of every service without stop = (shared, not freed). */
 extern const struct tend_ladder config_default_ladder;

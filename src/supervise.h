@@ -30,37 +30,8 @@ struct control;
 
 /* ---- one service ----------------------------------------------------------------------- */
 
-struct svc {
-        struct sv *sv;
-        struct svc_config *cfg;      /* owned */
-        struct svc_config *next_cfg; /* reload: the definition to switch to once down (owned) */
-        bool remove;                 /* reload: removed; freed once down */
-        bool freed;                  /* gone; waiting for the collector */
-        struct svc_machine m;
-        tend_group *group;
-        tend_timer *timer;           /* the machine's deadline */
-        uint64_t armed;              /* the deadline the timer is set to (0: none) */
-
-        /* The main process. main is NULL for a forking service whose main process could not
-         * be told apart (then the group stands for it). */
-        tend_proc *main;
-        pid_t main_pid;
-        bool main_exited;
-        bool start_done;             /* forking: the start command has exited successfully */
-        tend_proc *start_proc;       /* forking: the start command */
-        bool have_exit;
-        int last_code, last_signo;   /* of the last main process (no rusage: status shows
-                                        only these, and this is per service) */
-        bool last_exit_lost;
-        uint64_t last_exit_wall;     /* CLOCK_REALTIME usec */
-
-        tend_proc *hook;             /* the hook running now */
-        int hook_kind;               /* enum svc_hook */
-        tend_proc *stop_proc;        /* the stop command */
-        tend_proc **dead;            /* procs to free once exited (see svc_bury) */
-        size_t n_dead, cap_dead;
-
-        /* Readiness (supervise_ready.c). */
+/* Readiness of the current run and the sd_notify socket (supervise_ready.c). */
+struct svc_readiness {
         int ready_fd;                /* fd:N: read end of the pipe */
         tend_watch *ready_watch;
         int tcp_fd;
@@ -86,11 +57,48 @@ struct svc {
         bool stopping_said;
         int notify_errno;
         unsigned long notify_dropped;
+};
 
+struct svc {
+        struct sv *sv;
+        struct svc_config *cfg;      /* owned */
+        struct svc_config *next_cfg; /* reload: the definition to switch to once down (owned) */
+        struct svc_machine m;
+        tend_group *group;
+        tend_timer *timer;           /* the machine's deadline (NULL while it has none) */
+        uint64_t armed;              /* the deadline the timer is set to (0: none) */
+
+        /* The main process. main is NULL for a forking service whose main process could not
+         * be told apart (then the group stands for it). */
+        tend_proc *main;
+        tend_proc *start_proc;       /* forking: the start command */
+        tend_proc *hook;             /* the hook running now */
+        tend_proc *stop_proc;        /* the stop command */
+        tend_proc **dead;            /* procs to free once exited (see svc_bury) */
+        uint64_t last_exit_wall;     /* CLOCK_REALTIME usec */
+
+        /* Readiness and sd_notify: NULL when the configuration needs none of it (ready = none,
+         * type = simple, no watchdog — most services; svc_needs_ready()). */
+        struct svc_readiness *rd;
         struct svc_logger *log;
+
+        pid_t main_pid;
+        int last_code, last_signo;   /* of the last main process (no rusage: status shows
+                                        only these, and this is per service) */
+        int hook_kind;               /* enum svc_hook */
+        unsigned n_dead, cap_dead;
+        /* Flags last, packed: a supervisor holds one struct per service. */
+        bool remove;                 /* reload: removed; freed once down */
+        bool freed;                  /* gone; waiting for the collector */
+        bool main_exited;
+        bool start_done;             /* forking: the start command has exited successfully */
+        bool have_exit;
+        bool last_exit_lost;
 };
 
 int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret);
+/* Does a service of this configuration need a struct svc_readiness? */
+bool svc_needs_ready(const struct svc_config *cfg);
 /* Release everything (the processes must be gone: the caller stopped the service). */
 void svc_free(struct svc *s);
 /* Feed an event to the machine and carry out what it asks, follow-ups included. */

@@ -176,7 +176,19 @@ static void on_line(tend_capture *c, const char *data, size_t len, bool eof, voi
                 inherit_line(st->l, st->stream, data, len);
 }
 
+/* log = none has nothing of its own (no pipe, no file, nothing counted): every such service
+ * shares this one, which is never written to — at 10,000 services that is 1.6 MB less. */
+static struct svc_logger logger_none = {
+        .kind = SVC_LOG_NONE,
+        .fd = -1,
+        .st = { { .wfd = -1 }, { .stream = 1, .wfd = -1 }, { .stream = 2, .wfd = -1 } },
+};
+
 int logger_new(struct sv *sv, const struct svc_config *cfg, struct svc_logger **ret) {
+        if (cfg->log == SVC_LOG_NONE) {
+                *ret = &logger_none;
+                return 0;
+        }
         struct svc_logger *l = calloc(1, sizeof *l);
         if (!l)
                 return -ENOMEM;
@@ -189,14 +201,10 @@ int logger_new(struct sv *sv, const struct svc_config *cfg, struct svc_logger **
         int e = -ENOMEM;
         if (!l->name)
                 goto fail;
-        if (l->kind == SVC_LOG_NONE) {
-                *ret = l;
-                return 0;
-        }
         if (l->kind == SVC_LOG_FILE) {
-                l->path = cfg->log_path;
-                l->max_size = cfg->log_size;
-                l->keep = cfg->log_keep;
+                l->path = cfg->x->log_path;
+                l->max_size = cfg->x->log_size;
+                l->keep = cfg->x->log_keep;
                 e = file_open(l);
                 if (e < 0)
                         note_failure(l, -e); /* tried again at each line */
@@ -225,7 +233,7 @@ fail:
 }
 
 void logger_free(struct svc_logger *l) {
-        if (!l)
+        if (!l || l == &logger_none)
                 return;
         for (int i = 1; i <= 2; i++) {
                 l->st[i].wfd = io_close(l->st[i].wfd);

@@ -51,9 +51,9 @@ static void reached(struct svc *s, const char *cause) {
         if (s->m.state != SVC_STARTING || s->m.phase != SVC_PHASE_START)
                 return;
         if (s->cfg->type == SVC_TYPE_FORKING && !s->start_done) {
-                s->ready_pending = true;
-                free(s->ready_cause);
-                s->ready_cause = strdup(cause); /* NULL: "ready" will do */
+                s->rd->ready_pending = true;
+                free(s->rd->ready_cause);
+                s->rd->ready_cause = strdup(cause); /* NULL: "ready" will do */
                 return;
         }
         post_ready_event(s, SVC_EV_READY, cause);
@@ -106,19 +106,19 @@ static bool sender_believed(struct svc *s, const struct notify_msg *m) {
                 return true;
         if (group_has(s->group, m->pid))
                 return true;
-        uid_t owner = s->cfg->has_uid ? s->cfg->uid : geteuid();
+        uid_t owner = s->cfg->x->has_uid ? s->cfg->x->uid : geteuid();
         return process_gone(m->pid) && (m->uid == owner || m->uid == 0);
 }
 
 static void apply_notify(struct svc *s, const struct notify_msg *m) {
         if (m->status) {
-                free(s->status_text);
-                s->status_text = strdup(m->status);
+                free(s->rd->status_text);
+                s->rd->status_text = strdup(m->status);
         }
         if (m->have_errno)
-                s->notify_errno = m->errno_value;
+                s->rd->notify_errno = m->errno_value;
         if (m->stopping)
-                s->stopping_said = true;
+                s->rd->stopping_said = true;
         if (m->have_mainpid && m->mainpid != s->main_pid &&
             (s->m.state == SVC_STARTING || svc_is_up(&s->m))) {
                 if (!group_has(s->group, m->mainpid))
@@ -172,7 +172,7 @@ static void on_notify(tend_watch *w, int fd, uint32_t revents, void *userdata) {
                         break;
                 }
                 if (r < 0) {
-                        if (r == -EBADMSG && s->notify_dropped++ == 0)
+                        if (r == -EBADMSG && s->rd->notify_dropped++ == 0)
                                 sv_say(sv, "svc '%s': dropped a malformed sd_notify message "
                                            "(truncated or with a NUL byte)", s->cfg->name);
                         free(m);
@@ -181,7 +181,7 @@ static void on_notify(tend_watch *w, int fd, uint32_t revents, void *userdata) {
                         continue;
                 }
                 if (!sender_believed(s, m)) {
-                        if (s->notify_dropped++ == 0)
+                        if (s->rd->notify_dropped++ == 0)
                                 sv_say(sv, "svc '%s': ignored an sd_notify message from pid %d, "
                                            "which is not a process of the service",
                                        s->cfg->name, (int)m->pid);
@@ -199,8 +199,8 @@ int ready_notify_open(struct svc *s) {
         char *path;
         if (asprintf(&path, "%s/%s.notify", s->sv->runtime_dir, s->cfg->name) < 0)
                 return -ENOMEM;
-        int e = notify_socket_open(path, s->cfg->has_uid ? s->cfg->uid : (uid_t)-1,
-                                   s->cfg->has_gid ? s->cfg->gid : (gid_t)-1, &s->notify_fd);
+        int e = notify_socket_open(path, s->cfg->x->has_uid ? s->cfg->x->uid : (uid_t)-1,
+                                   s->cfg->x->has_gid ? s->cfg->x->gid : (gid_t)-1, &s->rd->notify_fd);
         if (e < 0) {
                 msg_error("svc '%s': cannot make its notify socket '%s': %s%s", s->cfg->name,
                           path, tend_strerror(e),
@@ -208,31 +208,33 @@ int ready_notify_open(struct svc *s) {
                 free(path);
                 return e;
         }
-        s->notify_path = path;
+        s->rd->notify_path = path;
         struct stat st;
         if (stat(path, &st) == 0) {
-                s->notify_dev = st.st_dev;
-                s->notify_ino = st.st_ino;
+                s->rd->notify_dev = st.st_dev;
+                s->rd->notify_ino = st.st_ino;
         }
-        if (asprintf(&s->notify_env, "NOTIFY_SOCKET=%s", path) < 0) {
-                s->notify_env = NULL;
+        if (asprintf(&s->rd->notify_env, "NOTIFY_SOCKET=%s", path) < 0) {
+                s->rd->notify_env = NULL;
                 return -ENOMEM;
         }
-        return tend_watch_new(s->sv->loop, s->notify_fd, EPOLLIN, on_notify, s,
-                              &s->notify_watch);
+        return tend_watch_new(s->sv->loop, s->rd->notify_fd, EPOLLIN, on_notify, s,
+                              &s->rd->notify_watch);
 }
 
 void ready_notify_close(struct svc *s) {
-        s->notify_watch = tend_watch_free(s->notify_watch);
-        s->notify_fd = io_close(s->notify_fd);
+        if (!s->rd)
+                return;
+        s->rd->notify_watch = tend_watch_free(s->rd->notify_watch);
+        s->rd->notify_fd = io_close(s->rd->notify_fd);
         /* Only our own socket: a reload may have made the next one at the same path. */
         struct stat st;
-        if (s->notify_path && stat(s->notify_path, &st) == 0 && st.st_dev == s->notify_dev &&
-            st.st_ino == s->notify_ino)
-                (void)unlink(s->notify_path);
-        free(s->notify_path);
-        free(s->notify_env);
-        s->notify_path = s->notify_env = NULL;
+        if (s->rd->notify_path && stat(s->rd->notify_path, &st) == 0 && st.st_dev == s->rd->notify_dev &&
+            st.st_ino == s->rd->notify_ino)
+                (void)unlink(s->rd->notify_path);
+        free(s->rd->notify_path);
+        free(s->rd->notify_env);
+        s->rd->notify_path = s->rd->notify_env = NULL;
 }
 
 /* ---- fd:N ------------------------------------------------------------------------------ */
@@ -246,18 +248,18 @@ static void on_ready_fd(tend_watch *w, int fd, uint32_t revents, void *userdata)
         bool newline = n > 0 && memchr(buf, '\n', (size_t)n);
         if (n > 0 && !newline)
                 return; /* more to come */
-        s->ready_watch = tend_watch_free(s->ready_watch);
-        s->ready_fd = io_close(s->ready_fd);
+        s->rd->ready_watch = tend_watch_free(s->rd->ready_watch);
+        s->rd->ready_fd = io_close(s->rd->ready_fd);
         char cause[SVC_CAUSE_MAX];
         if (newline) {
-                snprintf(cause, sizeof cause, "ready: fd %d", s->cfg->ready_fd);
+                snprintf(cause, sizeof cause, "ready: fd %d", s->cfg->x->ready_fd);
                 reached(s, cause);
                 return;
         }
         if (s->m.state != SVC_STARTING || s->m.phase != SVC_PHASE_START)
                 return;
         snprintf(cause, sizeof cause, "closed its notification fd %d without a newline",
-                 s->cfg->ready_fd);
+                 s->cfg->x->ready_fd);
         post_ready_event(s, SVC_EV_SPAWN_FAILED, cause);
 }
 
@@ -271,23 +273,23 @@ static void on_probe_timer(tend_timer *t, void *userdata) {
 }
 
 static void probe_again(struct svc *s) {
-        if (!s->probe_timer && tend_timer_new(s->sv->loop, on_probe_timer, s, &s->probe_timer) < 0)
+        if (!s->rd->probe_timer && tend_timer_new(s->sv->loop, on_probe_timer, s, &s->rd->probe_timer) < 0)
                 return; /* the start deadline still ends it */
-        s->probe_interval = s->probe_interval ? s->probe_interval * 2 : PROBE_FIRST_USEC;
-        if (s->probe_interval > PROBE_MAX_USEC)
-                s->probe_interval = PROBE_MAX_USEC;
-        tend_timer_start(s->probe_timer, s->probe_interval);
+        s->rd->probe_interval = s->rd->probe_interval ? s->rd->probe_interval * 2 : PROBE_FIRST_USEC;
+        if (s->rd->probe_interval > PROBE_MAX_USEC)
+                s->rd->probe_interval = PROBE_MAX_USEC;
+        tend_timer_start(s->rd->probe_timer, s->rd->probe_interval);
 }
 
 static void tcp_close(struct svc *s) {
-        s->tcp_watch = tend_watch_free(s->tcp_watch);
-        s->tcp_fd = io_close(s->tcp_fd);
+        s->rd->tcp_watch = tend_watch_free(s->rd->tcp_watch);
+        s->rd->tcp_fd = io_close(s->rd->tcp_fd);
 }
 
 static void tcp_connected(struct svc *s) {
         tcp_close(s);
         char cause[SVC_CAUSE_MAX];
-        snprintf(cause, sizeof cause, "ready: tcp %s accepted a connection", s->cfg->tcp_text);
+        snprintf(cause, sizeof cause, "ready: tcp %s accepted a connection", s->cfg->x->tcp_text);
         reached(s, cause);
 }
 
@@ -307,9 +309,9 @@ static void on_tcp(tend_watch *w, int fd, uint32_t revents, void *userdata) {
 
 static void on_probe_exit(tend_proc *p, int err, const struct tend_exit *ex, void *userdata) {
         struct svc *s = userdata;
-        if (p != s->probe)
+        if (p != s->rd->probe)
                 return;
-        s->probe = NULL;
+        s->rd->probe = NULL;
         svc_bury(s, p);
         if (err == 0 && ex && !ex->signo && ex->code == 0) {
                 reached(s, "ready: exec probe succeeded");
@@ -324,26 +326,26 @@ static void probe_attempt(struct svc *s) {
                 return;
         if (s->cfg->ready == SVC_READY_TCP) {
                 tcp_close(s);
-                const struct sockaddr *sa = (const struct sockaddr *)s->cfg->tcp_addr;
-                s->tcp_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-                if (s->tcp_fd < 0) {
+                const struct sockaddr *sa = (const struct sockaddr *)s->cfg->x->tcp_addr;
+                s->rd->tcp_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (s->rd->tcp_fd < 0) {
                         probe_again(s);
                         return;
                 }
-                if (connect(s->tcp_fd, sa, s->cfg->tcp_addr_len) == 0) {
+                if (connect(s->rd->tcp_fd, sa, s->cfg->x->tcp_addr_len) == 0) {
                         tcp_connected(s);
                         return;
                 }
                 if (errno == EINPROGRESS &&
-                    tend_watch_new(s->sv->loop, s->tcp_fd, EPOLLOUT, on_tcp, s, &s->tcp_watch) == 0)
+                    tend_watch_new(s->sv->loop, s->rd->tcp_fd, EPOLLOUT, on_tcp, s, &s->rd->tcp_watch) == 0)
                         return;
                 tcp_close(s);
                 probe_again(s);
         } else if (s->cfg->ready == SVC_READY_EXEC) {
                 char cause[SVC_CAUSE_MAX], what[SVC_CAUSE_MAX];
-                if (svc_spawn_command(s, &s->cfg->ready_exec, on_probe_exit, &s->probe, what,
+                if (svc_spawn_command(s, &s->cfg->x->ready_exec, on_probe_exit, &s->rd->probe, what,
                                       sizeof what) < 0) {
-                        s->probe = NULL;
+                        s->rd->probe = NULL;
                         snprintf(cause, sizeof cause, "ready probe: %.170s", what);
                         post_ready_event(s, SVC_EV_SPAWN_FAILED, cause);
                 }
@@ -353,7 +355,7 @@ static void probe_attempt(struct svc *s) {
 /* ---- stop -------------------------------------------------------------------------------- */
 
 void ready_check_stopped(struct svc *s) {
-        if (!s->wait_stop || !s->main || s->main_exited)
+        if (!s->rd || !s->rd->wait_stop || !s->main || s->main_exited)
                 return;
         int fd = tend_proc_pidfd(s->main);
         if (fd < 0)
@@ -362,7 +364,7 @@ void ready_check_stopped(struct svc *s) {
         memset(&si, 0, sizeof si);
         if (waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WSTOPPED | WNOHANG) < 0 || si.si_pid == 0)
                 return;
-        s->wait_stop = false;
+        s->rd->wait_stop = false;
         s->sv->n_wait_stop--;
         (void)tend_proc_signal(s->main, SIGCONT);
         reached(s, "ready: stopped itself (SIGSTOP), continued");
@@ -371,17 +373,19 @@ void ready_check_stopped(struct svc *s) {
 /* ---- the hooks for supervise_service.c ---------------------------------------------------- */
 
 int ready_before_spawn(struct svc *s, struct tend_fd_map *map, bool *has_map) {
-        s->ready_pending = false;
-        free(s->ready_cause);
-        s->ready_cause = NULL;
-        s->probe_interval = 0;
+        if (!s->rd)
+                return 0; /* ready = none, type = simple: nothing to prepare */
+        s->rd->ready_pending = false;
+        free(s->rd->ready_cause);
+        s->rd->ready_cause = NULL;
+        s->rd->probe_interval = 0;
         if (s->cfg->ready != SVC_READY_FD)
                 return 0;
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
-        s->ready_fd = p[0];
-        *map = (struct tend_fd_map){ .parent_fd = p[1], .child_fd = s->cfg->ready_fd };
+        s->rd->ready_fd = p[0];
+        *map = (struct tend_fd_map){ .parent_fd = p[1], .child_fd = s->cfg->x->ready_fd };
         *has_map = true;
         return 0;
 }
@@ -402,10 +406,10 @@ static enum svc_event start_watching(struct svc *s, char *cause, size_t size) {
                 return SVC_EV_READY;
         case SVC_READY_TCP:
         case SVC_READY_EXEC:
-                if (!s->probe_timer &&
-                    tend_timer_new(s->sv->loop, on_probe_timer, s, &s->probe_timer) < 0)
+                if (!s->rd->probe_timer &&
+                    tend_timer_new(s->sv->loop, on_probe_timer, s, &s->rd->probe_timer) < 0)
                         return SVC_EV_COUNT;
-                tend_timer_start(s->probe_timer, 0); /* from the loop, not from inside a step */
+                tend_timer_start(s->rd->probe_timer, 0); /* from the loop, not from inside a step */
                 return SVC_EV_COUNT;
         default:
                 return SVC_EV_COUNT;
@@ -413,16 +417,20 @@ static enum svc_event start_watching(struct svc *s, char *cause, size_t size) {
 }
 
 enum svc_event ready_after_spawn(struct svc *s, char *cause, size_t size) {
+        if (!s->rd) {
+                snprintf(cause, size, "started; ready = none");
+                return SVC_EV_READY;
+        }
         switch (s->cfg->ready) {
         case SVC_READY_FD:
-                if (s->ready_fd >= 0 && tend_watch_new(s->sv->loop, s->ready_fd, EPOLLIN,
-                                                       on_ready_fd, s, &s->ready_watch) < 0) {
+                if (s->rd->ready_fd >= 0 && tend_watch_new(s->sv->loop, s->rd->ready_fd, EPOLLIN,
+                                                       on_ready_fd, s, &s->rd->ready_watch) < 0) {
                         snprintf(cause, size, "cannot watch the notification fd");
                         return SVC_EV_SPAWN_FAILED;
                 }
                 return SVC_EV_COUNT;
         case SVC_READY_STOP:
-                s->wait_stop = true;
+                s->rd->wait_stop = true;
                 s->sv->n_wait_stop++;
                 return SVC_EV_COUNT; /* the stop comes with a SIGCHLD */
         default:
@@ -436,7 +444,7 @@ enum svc_event ready_after_spawn(struct svc *s, char *cause, size_t size) {
 /* The pidfile, if it names a process of the service. 1 adopted, 0 not (yet), < 0 error. */
 static int try_pidfile(struct svc *s) {
         char buf[64];
-        ssize_t n = io_read_file(s->cfg->pidfile, buf, sizeof buf);
+        ssize_t n = io_read_file(s->cfg->x->pidfile, buf, sizeof buf);
         if (n <= 0)
                 return 0;
         char *end;
@@ -445,35 +453,35 @@ static int try_pidfile(struct svc *s) {
         while (*end == '\n' || *end == ' ' || *end == '\t' || *end == '\r')
                 end++;
         if (errno || *end || pid <= 0 || pid > INT_MAX) {
-                if (!s->pidfile_complained)
+                if (!s->rd->pidfile_complained)
                         sv_say(s->sv, "svc '%s': pidfile '%s' does not hold a pid",
-                               s->cfg->name, s->cfg->pidfile);
-                s->pidfile_complained = true;
+                               s->cfg->name, s->cfg->x->pidfile);
+                s->rd->pidfile_complained = true;
                 return 0;
         }
         if (svc_adopt_main(s, (pid_t)pid) == 0)
                 return 1;
-        if (!s->pidfile_complained)
+        if (!s->rd->pidfile_complained)
                 sv_say(s->sv, "svc '%s': pidfile '%s' names pid %ld, which is not a process "
-                              "of the service; waiting", s->cfg->name, s->cfg->pidfile, pid);
-        s->pidfile_complained = true;
+                              "of the service; waiting", s->cfg->name, s->cfg->x->pidfile, pid);
+        s->rd->pidfile_complained = true;
         return 0;
 }
 
 static enum svc_event main_found(struct svc *s, char *cause, size_t size) {
-        if (s->ready_pending) {
-                s->ready_pending = false;
-                snprintf(cause, size, "%s", s->ready_cause ? s->ready_cause : "ready");
-                free(s->ready_cause);
-                s->ready_cause = NULL;
+        if (s->rd->ready_pending) {
+                s->rd->ready_pending = false;
+                snprintf(cause, size, "%s", s->rd->ready_cause ? s->rd->ready_cause : "ready");
+                free(s->rd->ready_cause);
+                s->rd->ready_cause = NULL;
                 return SVC_EV_READY;
         }
         return start_watching(s, cause, size);
 }
 
 static void inotify_close(struct svc *s) {
-        s->inotify_watch = tend_watch_free(s->inotify_watch);
-        s->inotify_fd = io_close(s->inotify_fd);
+        s->rd->inotify_watch = tend_watch_free(s->rd->inotify_watch);
+        s->rd->inotify_fd = io_close(s->rd->inotify_fd);
 }
 
 static void on_inotify(tend_watch *w, int fd, uint32_t revents, void *userdata) {
@@ -495,25 +503,25 @@ static void on_inotify(tend_watch *w, int fd, uint32_t revents, void *userdata) 
 }
 
 enum svc_event ready_start_command_done(struct svc *s, char *cause, size_t size) {
-        if (s->cfg->pidfile) {
+        if (s->cfg->x->pidfile) {
                 if (try_pidfile(s) > 0)
                         return main_found(s, cause, size);
                 /* Not there yet: wait for it to be written, as long as the start may take. */
                 char dir[PATH_MAX];
-                snprintf(dir, sizeof dir, "%s", s->cfg->pidfile);
+                snprintf(dir, sizeof dir, "%s", s->cfg->x->pidfile);
                 char *slash = strrchr(dir, '/');
                 if (slash == dir)
                         dir[1] = '\0';
                 else if (slash)
                         *slash = '\0';
-                s->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-                if (s->inotify_fd < 0 ||
-                    inotify_add_watch(s->inotify_fd, dir,
+                s->rd->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+                if (s->rd->inotify_fd < 0 ||
+                    inotify_add_watch(s->rd->inotify_fd, dir,
                                       IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0 ||
-                    tend_watch_new(s->sv->loop, s->inotify_fd, EPOLLIN, on_inotify, s,
-                                   &s->inotify_watch) < 0) {
+                    tend_watch_new(s->sv->loop, s->rd->inotify_fd, EPOLLIN, on_inotify, s,
+                                   &s->rd->inotify_watch) < 0) {
                         snprintf(cause, size, "cannot watch for the pidfile '%s': %s",
-                                 s->cfg->pidfile, strerror(errno));
+                                 s->cfg->x->pidfile, strerror(errno));
                         inotify_close(s);
                         return SVC_EV_SPAWN_FAILED;
                 }
@@ -562,23 +570,25 @@ enum svc_event ready_start_command_done(struct svc *s, char *cause, size_t size)
 }
 
 void ready_cancel(struct svc *s) {
-        s->ready_watch = tend_watch_free(s->ready_watch);
-        s->ready_fd = io_close(s->ready_fd);
+        if (!s->rd)
+                return;
+        s->rd->ready_watch = tend_watch_free(s->rd->ready_watch);
+        s->rd->ready_fd = io_close(s->rd->ready_fd);
         tcp_close(s);
-        if (s->probe_timer)
-                s->probe_timer = tend_timer_free(s->probe_timer);
-        s->probe_interval = 0;
-        if (s->probe) {
-                (void)tend_proc_signal(s->probe, SIGKILL);
-                svc_bury(s, s->probe);
-                s->probe = NULL;
+        if (s->rd->probe_timer)
+                s->rd->probe_timer = tend_timer_free(s->rd->probe_timer);
+        s->rd->probe_interval = 0;
+        if (s->rd->probe) {
+                (void)tend_proc_signal(s->rd->probe, SIGKILL);
+                svc_bury(s, s->rd->probe);
+                s->rd->probe = NULL;
         }
-        if (s->wait_stop) {
-                s->wait_stop = false;
+        if (s->rd->wait_stop) {
+                s->rd->wait_stop = false;
                 s->sv->n_wait_stop--;
         }
         inotify_close(s);
-        s->ready_pending = false;
-        free(s->ready_cause);
-        s->ready_cause = NULL;
+        s->rd->ready_pending = false;
+        free(s->rd->ready_cause);
+        s->rd->ready_cause = NULL;
 }

@@ -129,15 +129,15 @@ static char **build_env(struct svc *s, char *watchdog_env, char *mainpid_env) {
         for (char **e = environ; e && *e && r == 0; e++)
                 if (!env_is_managers(*e))
                         r = env_add(&v, &n, &cap, *e);
-        for (char **e = s->cfg->user_env; e && *e && r == 0; e++)
+        for (char **e = s->cfg->x->user_env; e && *e && r == 0; e++)
                 r = env_add(&v, &n, &cap, *e);
-        if (s->notify_env && r == 0)
-                r = env_add(&v, &n, &cap, s->notify_env);
+        if (s->rd && s->rd->notify_env && r == 0)
+                r = env_add(&v, &n, &cap, s->rd->notify_env);
         if (watchdog_env && r == 0)
                 r = env_add(&v, &n, &cap, watchdog_env);
         if (mainpid_env && r == 0)
                 r = env_add(&v, &n, &cap, mainpid_env);
-        for (char **e = s->cfg->env; e && *e && r == 0; e++)
+        for (char **e = s->cfg->x->env; e && *e && r == 0; e++)
                 r = env_add(&v, &n, &cap, *e);
         if (r < 0 || !v) {
                 free(v);
@@ -154,11 +154,11 @@ static void spawn_error(const struct svc_config *c, const char *what, int e,
                 break;
         case TEND_STEP_CWD:
                 snprintf(cause, size, "cannot change to directory '%s': %s",
-                         c->directory ? c->directory : "?", tend_strerror(e));
+                         c->x->directory ? c->x->directory : "?", tend_strerror(e));
                 break;
         case TEND_STEP_UID: case TEND_STEP_GID: case TEND_STEP_GROUPS:
                 snprintf(cause, size, "cannot become user '%s': %s (%s)",
-                         c->user ? c->user : "?", tend_strerror(e), tend_spawn_step_name(step));
+                         c->x->user ? c->x->user : "?", tend_strerror(e), tend_spawn_step_name(step));
                 break;
         default:
                 snprintf(cause, size, "cannot start '%s': %s (%s)", what, tend_strerror(e),
@@ -171,7 +171,7 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
                           size_t size) {
         const struct svc_config *c = s->cfg;
         char wd[64];
-        snprintf(wd, sizeof wd, "WATCHDOG_USEC=%llu", (unsigned long long)c->policy.watchdog);
+        snprintf(wd, sizeof wd, "WATCHDOG_USEC=%llu", (unsigned long long)c->x->policy.watchdog);
         /* Hooks and the stop command learn the main process, as systemd's $MAINPID. */
         char mp[32];
         snprintf(mp, sizeof mp, "MAINPID=%d", (int)s->main_pid);
@@ -179,7 +179,7 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
         /* WATCHDOG_USEC only for the service's command (for a forking service, its start
          * command, whose daemon inherits it), as systemd does: a hook or probe that saw it
          * could take the pings over by mistake. */
-        char **env = build_env(s, c->policy.watchdog && is_main ? wd : NULL,
+        char **env = build_env(s, c->x->policy.watchdog && is_main ? wd : NULL,
                                main_alive ? mp : NULL);
         if (!env) {
                 snprintf(cause, size, "out of memory");
@@ -189,26 +189,26 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
         memset(&o, 0, sizeof o);
         o.argv = (const char *const *)argv;
         o.envp = (const char *const *)env;
-        o.cwd = c->directory;
+        o.cwd = c->x->directory;
         /* A session of its own: the terminal's signals reach tend, which stops services in
          * order, not every service at once. */
         o.flags = TEND_SPAWN_SETSID | TEND_SPAWN_RESET_IGNORED;
-        if (c->has_umask) {
+        if (c->x->has_umask) {
                 o.flags |= TEND_SPAWN_SET_UMASK;
-                o.umask = c->umask;
+                o.umask = c->x->umask;
         }
-        if (c->has_uid) {
+        if (c->x->has_uid) {
                 o.flags |= TEND_SPAWN_SET_USER | TEND_SPAWN_SET_GROUPS;
-                o.uid = c->uid;
-                o.groups = c->groups;
-                o.n_groups = c->n_groups;
+                o.uid = c->x->uid;
+                o.groups = c->x->groups;
+                o.n_groups = c->x->n_groups;
         }
-        if (c->has_gid) {
+        if (c->x->has_gid) {
                 o.flags |= TEND_SPAWN_SET_GROUP;
-                o.gid = c->gid;
+                o.gid = c->x->gid;
         }
-        o.rlimits = c->rlimits;
-        o.n_rlimits = c->n_rlimits;
+        o.rlimits = c->x->rlimits;
+        o.n_rlimits = c->x->n_rlimits;
         o.stdio[0].kind = TEND_STDIO_NULL;
         for (int i = 1; i <= 2; i++) {
                 int fd = logger_fd(s->log, i);
@@ -225,7 +225,7 @@ static int spawn_in_group(struct svc *s, char *const *argv, const struct tend_fd
         /* sd_notify: the watchdog is the main process's, which WATCHDOG_PID names (as
          * sd_watchdog_enabled() checks). Only a simple service's main process is known at
          * spawn: a forking one's daemon gets WATCHDOG_USEC alone, which any pid may use. */
-        if (is_main && c->policy.watchdog && c->type != SVC_TYPE_FORKING)
+        if (is_main && c->x->policy.watchdog && c->type != SVC_TYPE_FORKING)
                 o.pid_env_name = "WATCHDOG_PID";
         enum tend_spawn_step step = TEND_STEP_NONE;
         int e = tend_spawn(s->sv->loop, &o, ret, &step);
@@ -259,8 +259,8 @@ void svc_main_ended(struct svc *s, int err, const struct tend_exit *ex) {
         char cause[SVC_CAUSE_MAX];
         svc_describe_exit(err, ex, cause, sizeof cause);
         bool success = err == 0 && ex && config_exit_is_success(s->cfg, ex->code, ex->signo);
-        if (s->wait_stop) {
-                s->wait_stop = false;
+        if (s->rd && s->rd->wait_stop) {
+                s->rd->wait_stop = false;
                 s->sv->n_wait_stop--;
         }
         struct svc_input in = { .event = SVC_EV_EXIT, .success = success, .cause = cause };
@@ -338,7 +338,8 @@ static enum svc_event do_spawn(struct svc *s, char *cause) {
         s->main_pid = 0;
         s->main_exited = false;
         s->start_done = false;
-        s->stopping_said = false;
+        if (s->rd)
+                s->rd->stopping_said = false;
         struct tend_fd_map map;
         bool has_map = false;
         int e = ready_before_spawn(s, &map, &has_map);
@@ -396,7 +397,7 @@ static enum svc_event run_hook(struct svc *s, enum svc_hook h, char *cause) {
         }
         s->hook_kind = (int)h;
         char what[SVC_CAUSE_MAX];
-        int e = svc_spawn_command(s, &s->cfg->hooks[h], on_hook_exit, &s->hook, what,
+        int e = svc_spawn_command(s, &s->cfg->x->hooks[h], on_hook_exit, &s->hook, what,
                                   sizeof what);
         if (e < 0) {
                 s->hook = NULL;
@@ -457,9 +458,9 @@ static enum svc_event do_stop(struct svc *s, char *cause) {
         bool tracked_by_group = !s->main && s->start_done && !s->main_exited;
         svc_bury(s, s->stop_proc);
         s->stop_proc = NULL;
-        if (s->cfg->stop_command.argv && (main_alive || tracked_by_group)) {
+        if (s->cfg->x->stop_command.argv && (main_alive || tracked_by_group)) {
                 char what[SVC_CAUSE_MAX];
-                if (svc_spawn_command(s, &s->cfg->stop_command, on_stop_command_exit,
+                if (svc_spawn_command(s, &s->cfg->x->stop_command, on_stop_command_exit,
                                       &s->stop_proc, what, sizeof what) < 0) {
                         s->stop_proc = NULL;
                         sv_say(s->sv, "svc '%s': stop-command: %s", s->cfg->name, what);
@@ -505,14 +506,30 @@ static void do_cleanup(struct svc *s) {
 
 /* ---- the dispatcher --------------------------------------------------------------------------- */
 
+static void on_timer(tend_timer *t, void *userdata);
+
+/* The timer exists only while the machine has a deadline: a service that runs (or is stopped)
+ * has none, and thousands of idle services need no timer each. Freeing it from inside its
+ * own callback is safe (the loop is done with it before the call). */
 static void arm_timer(struct svc *s) {
         if (s->m.deadline == s->armed)
                 return;
-        s->armed = s->m.deadline;
-        if (!s->armed) {
-                tend_timer_stop(s->timer);
+        if (!s->m.deadline) {
+                s->timer = tend_timer_free(s->timer);
+                s->armed = 0;
                 return;
         }
+        if (!s->timer) {
+                int e = tend_timer_new(s->sv->loop, on_timer, s, &s->timer);
+                if (e < 0) {
+                        /* armed stays behind the deadline: tried again after the next event */
+                        sv_say(s->sv, "svc '%s': cannot arm its timer: %s", s->cfg->name,
+                               tend_strerror(e));
+                        s->armed = 0;
+                        return;
+                }
+        }
+        s->armed = s->m.deadline;
         uint64_t now = tend_now_usec();
         tend_timer_start(s->timer, s->armed > now ? s->armed - now : 0);
 }
@@ -590,29 +607,38 @@ void svc_post(struct svc *s, enum svc_event ev, const char *cause) {
 
 /* ---- life of the struct ------------------------------------------------------------------------ */
 
+bool svc_needs_ready(const struct svc_config *cfg) {
+        return cfg->ready != SVC_READY_NONE || cfg->type == SVC_TYPE_FORKING ||
+               cfg->x->policy.watchdog;
+}
+
 int svc_new(struct sv *sv, struct svc_config *cfg, struct svc **ret) {
         struct svc *s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
         s->sv = sv;
         s->cfg = cfg;
-        s->ready_fd = s->tcp_fd = s->notify_fd = s->inotify_fd = -1;
-        svc_machine_init(&s->m, &cfg->policy, tend_now_usec());
+        if (svc_needs_ready(cfg)) {
+                s->rd = calloc(1, sizeof *s->rd);
+                if (!s->rd) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                s->rd->ready_fd = s->rd->tcp_fd = s->rd->notify_fd = s->rd->inotify_fd = -1;
+        }
+        svc_machine_init(&s->m, &cfg->x->policy, tend_now_usec());
         int e = tend_group_new(sv->loop, cfg->name, sv->group_flags, &s->group);
         if (e < 0) {
                 msg_error("svc '%s': cannot create its group: %s", cfg->name, tend_strerror(e));
                 goto fail;
         }
         tend_group_on_empty(s->group, on_group_empty, s);
-        e = tend_timer_new(sv->loop, on_timer, s, &s->timer);
-        if (e < 0)
-                goto fail;
         e = logger_new(sv, cfg, &s->log);
         if (e < 0) {
                 msg_error("svc '%s': cannot set up its log: %s", cfg->name, tend_strerror(e));
                 goto fail;
         }
-        if (cfg->ready == SVC_READY_NOTIFY || cfg->policy.watchdog) {
+        if (cfg->ready == SVC_READY_NOTIFY || cfg->x->policy.watchdog) {
                 e = ready_notify_open(s);
                 if (e < 0)
                         goto fail;
@@ -639,9 +665,13 @@ void svc_free(struct svc *s) {
         free(s->dead);
         logger_free(s->log);
         tend_group_free(s->group);
-        free(s->status_text);
-        free(s->ready_cause);
+        if (s->rd) {
+                free(s->rd->status_text);
+                free(s->rd->ready_cause);
+                free(s->rd);
+        }
         config_service_free(s->cfg);
         config_service_free(s->next_cfg);
+        svc_machine_done(&s->m);
         free(s);
 }

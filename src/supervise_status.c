@@ -61,15 +61,16 @@ json_t *svc_status_json(const struct svc *s) {
         } else {
                 json_object_set_new(o, "last_exit", json_null());
         }
-        json_object_set_new(o, "status_text", s->status_text ? json_string(s->status_text)
-                                                             : json_null());
+        const struct svc_readiness *rd = s->rd;
+        json_object_set_new(o, "status_text", rd && rd->status_text ? json_string(rd->status_text)
+                                                                    : json_null());
         json_object_set_new(o, "reloading", json_boolean(m->state == SVC_RELOADING));
-        if (s->notify_path) {
+        if (rd && rd->notify_path) {
                 json_t *nt = json_object();
-                json_object_set_new(nt, "socket", json_string(s->notify_path));
-                json_object_set_new(nt, "dropped", json_integer((json_int_t)s->notify_dropped));
-                json_object_set_new(nt, "errno", s->notify_errno ? json_integer(s->notify_errno)
-                                                                 : json_null());
+                json_object_set_new(nt, "socket", json_string(rd->notify_path));
+                json_object_set_new(nt, "dropped", json_integer((json_int_t)rd->notify_dropped));
+                json_object_set_new(nt, "errno", rd->notify_errno ? json_integer(rd->notify_errno)
+                                                                  : json_null());
                 json_object_set_new(o, "notify", nt);
         }
         logger_describe(s->log, o);

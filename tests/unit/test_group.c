@@ -703,6 +703,82 @@ static void test_pgroup_stop_ladder(void **state) {
         stop_ladder_scenario(f);
 }
 
+/* fds of this process that are files of the group's cgroup (its directory, cgroup.events). */
+static int cgroup_fds(const char *path) {
+        DIR *d = opendir("/proc/self/fd");
+        assert_non_null(d);
+        size_t n = strlen(path);
+        int found = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                char link[300], target[4096];
+                snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+                ssize_t len = readlink(link, target, sizeof target - 1);
+                if (len < 0)
+                        continue;
+                target[len] = '\0';
+                if (strncmp(target, path, n) == 0 && (target[n] == '\0' || target[n] == '/'))
+                        found++;
+        }
+        closedir(d);
+        return found;
+}
+
+/* A supervisor of thousands of cgroup groups must fit its fd limit: while a live handle of
+ * ours is in the group, the group holds no fd of its own (the handle's pidfd tells of its
+ * end). Once the last handle has ended with a leftover still in the group, cgroup.events is
+ * watched — one fd — until the leftover is gone: the empty event still comes, once. */
+static void test_cgroup_no_fd_while_a_handle_lives(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "fds");
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tend_group_path(f->g));
+        int base = count_fds();
+        assert_int_equal(cgroup_fds(path), 0);
+
+        tend_proc *sleeper = NULL, *escaper = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &sleeper);
+        assert_int_equal(count_fds(), base + 1); /* its pidfd */
+        assert_int_equal(cgroup_fds(path), 0);
+
+        /* escape leaves a setsid()ed grandchild behind and exits; the sleeper still stands for
+         * the group. */
+        pid_t left = spawn_helper(f, "escape", NULL, &escaper);
+        assert_int_equal(wait_proc(f, escaper).code, 0);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(count_fds(), base + 1);
+        assert_int_equal(cgroup_fds(path), 0);
+
+        /* The last handle ends: the leftover is waited for through cgroup.events. */
+        assert_int_equal(tend_proc_signal(sleeper, SIGKILL), 0);
+        assert_int_equal(wait_proc(f, sleeper).signo, SIGKILL);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 0);
+        assert_false(tend_group_empty(f->g));
+        assert_int_equal(cgroup_fds(path), 1);
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+        assert_int_equal(pids[0], left);
+
+        hold_pidfd(f, left);
+        assert_int_equal(tend_group_kill(f->g), 0);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+        assert_true(pidfd_ended(f->pidfds[0], 5000));
+        assert_int_equal(cgroup_fds(path), 0);
+
+        /* Used again: a new handle, no fd; its end with nothing left is reported at once,
+         * through the loop (the handle was collected outside it, by tend_proc_poll). */
+        tend_proc *again = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &again);
+        assert_int_equal(cgroup_fds(path), 0);
+        assert_int_equal(tend_proc_signal(again, SIGKILL), 0);
+        assert_int_equal(wait_proc(f, again).signo, SIGKILL);
+        run_until_count(f, 2);
+        assert_int_equal(f->empty_calls, 2);
+        assert_int_equal(cgroup_fds(path), 0);
+}
+
 static void test_flags_conflict(void **state) {
         struct fx *f = *state;
         tend_group *g = NULL;
@@ -852,6 +928,7 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_free_in_on_empty),
         T(test_pgroup_free_in_on_empty),
         T(test_cgroup_stop_ladder),
+        T(test_cgroup_no_fd_while_a_handle_lives),
         T(test_pgroup_stop_ladder),
         T(test_flags_conflict),
         T(test_pgroup_odd_comm),

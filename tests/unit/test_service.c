@@ -25,6 +25,13 @@ static void sim_init(struct sim *x) {
         svc_machine_init(&x->m, &x->p, x->now);
 }
 
+/* A machine holds its failure reason in malloc'd memory: every sim releases it at the end of
+ * its scope (SIM x; declares one). */
+static void sim_done(struct sim *x) {
+        svc_machine_done(&x->m);
+}
+#define SIM __attribute__((cleanup(sim_done))) struct sim
+
 static unsigned post(struct sim *x, enum svc_event ev, bool success, const char *cause) {
         struct svc_input in = { .event = ev, .now = x->now, .random = x->random,
                                 .success = success, .cause = cause };
@@ -67,7 +74,7 @@ static void crash(struct sim *x) {
 /* ---- the plain path -------------------------------------------------------------------- */
 
 static void plain_start_and_stop(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         assert_int_equal(x.m.state, SVC_STOPPED);
         post(&x, SVC_EV_START, false, NULL);
@@ -93,7 +100,7 @@ static void plain_start_and_stop(void **state) {
 }
 
 static void success_exit_stops_on_failure_policy(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -103,7 +110,7 @@ static void success_exit_stops_on_failure_policy(void **state) {
 }
 
 static void restart_never_fails_with_reason(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.restart = SVC_RESTART_NEVER;
         post(&x, SVC_EV_START, false, NULL);
@@ -119,7 +126,7 @@ static void restart_never_fails_with_reason(void **state) {
 }
 
 static void restart_always_restarts_after_success(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.restart = SVC_RESTART_ALWAYS;
         post(&x, SVC_EV_START, false, NULL);
@@ -132,7 +139,7 @@ static void restart_always_restarts_after_success(void **state) {
 /* ---- backoff ------------------------------------------------------------------------------- */
 
 static void backoff_doubles_to_the_cap(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.jitter_ppm = 0;
         x.p.restart_delay = 100 * MS;
@@ -196,7 +203,7 @@ static void jitter_stays_in_bounds(void **state) {
 }
 
 static void stable_run_resets_backoff(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.jitter_ppm = 0;
         x.p.restart_delay = 100 * MS;
@@ -221,7 +228,7 @@ static void stable_run_resets_backoff(void **state) {
 
 static void ready_time_counts_not_start_time(void **state) {
         /* A run counts from readiness: a long start that then crashes is not "stable". */
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.jitter_ppm = 0;
         x.p.reset_after = 10 * S;
@@ -241,7 +248,7 @@ static void ready_time_counts_not_start_time(void **state) {
 /* ---- start limit --------------------------------------------------------------------------- */
 
 static void start_limit_fails_crash_loop(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.start_limit_count = 5;
         x.p.start_limit_interval = 60 * S;
@@ -263,7 +270,7 @@ static void start_limit_fails_crash_loop(void **state) {
 }
 
 static void start_limit_window_slides_out(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.start_limit_count = 3;
         x.p.start_limit_interval = 10 * S;
@@ -283,7 +290,7 @@ static void start_limit_window_slides_out(void **state) {
 static void default_crash_loop_ends_in_failed(void **state) {
         /* With every default, a service that dies at once ends in failed in under a minute
          * and a half: no silent endless loop. */
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.random = UINT32_MAX / 2;
         uint64_t t0 = x.now;
@@ -304,7 +311,7 @@ static void default_crash_loop_ends_in_failed(void **state) {
 /* ---- timeouts and readiness --------------------------------------------------------------- */
 
 static void ready_timeout_is_failed_start(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.ready_timeout = 5 * S;
         post(&x, SVC_EV_START, false, NULL);
@@ -323,7 +330,7 @@ static void ready_timeout_is_failed_start(void **state) {
 }
 
 static void extend_timeout_moves_deadline(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.ready_timeout = 5 * S;
         post(&x, SVC_EV_START, false, NULL);
@@ -339,7 +346,7 @@ static void extend_timeout_moves_deadline(void **state) {
 }
 
 static void exit_before_ready_is_failure_whatever_code(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         post(&x, SVC_EV_DEPS_READY, false, NULL);
@@ -351,7 +358,7 @@ static void exit_before_ready_is_failure_whatever_code(void **state) {
 }
 
 static void spawn_failure_backs_off(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         post(&x, SVC_EV_DEPS_READY, false, NULL);
@@ -363,7 +370,7 @@ static void spawn_failure_backs_off(void **state) {
 }
 
 static void watchdog_pings_and_times_out(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.watchdog = 2 * S;
         post(&x, SVC_EV_START, false, NULL);
@@ -389,7 +396,7 @@ static void watchdog_pings_and_times_out(void **state) {
 
 /* sd_notify WATCHDOG_USEC=: the service sets its own interval for the rest of the run. */
 static void watchdog_interval_from_the_service(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.watchdog = 2 * S;
         post(&x, SVC_EV_START, false, NULL);
@@ -411,7 +418,7 @@ static void watchdog_interval_from_the_service(void **state) {
         assert_int_equal(x.m.deadline, x.now + 2 * S);
 
         /* Without a configured watchdog, the service can ask for one. */
-        struct sim y;
+        SIM y;
         sim_init(&y);
         post(&y, SVC_EV_START, false, NULL);
         start_to_running(&y);
@@ -424,7 +431,7 @@ static void watchdog_interval_from_the_service(void **state) {
 /* ---- hooks ------------------------------------------------------------------------------------- */
 
 static void hooks_run_in_order(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         for (int h = 0; h < SVC_HOOK_COUNT; h++)
                 x.p.has_hook[h] = true;
@@ -452,7 +459,7 @@ static void hooks_run_in_order(void **state) {
 }
 
 static void failing_pre_start_fails_the_start(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.has_hook[SVC_HOOK_PRE_START] = true;
         x.p.has_hook[SVC_HOOK_POST_STOP] = true;
@@ -469,7 +476,7 @@ static void failing_pre_start_fails_the_start(void **state) {
 }
 
 static void hung_hooks_are_killed(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.has_hook[SVC_HOOK_PRE_START] = true;
         x.p.has_hook[SVC_HOOK_PRE_STOP] = true;
@@ -500,7 +507,7 @@ static void hung_hooks_are_killed(void **state) {
 /* ---- requests in every state ------------------------------------------------------------- */
 
 static void stop_during_backoff_and_waiting(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -515,7 +522,7 @@ static void stop_during_backoff_and_waiting(void **state) {
 }
 
 static void stop_while_stopping_cancels_restart(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -526,7 +533,7 @@ static void stop_while_stopping_cancels_restart(void **state) {
 }
 
 static void start_while_stopping_restarts_at_once(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -541,7 +548,7 @@ static void start_while_stopping_restarts_at_once(void **state) {
 static void every_event_in_every_state_is_safe(void **state) {
         /* A random walk through the table: whatever arrives, the machine stays in a valid
          * state, backoff always has a deadline, down states never have one. */
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.watchdog = 3 * S;
         for (int h = 0; h < SVC_HOOK_COUNT; h++)
@@ -573,6 +580,11 @@ struct node {
         bool required;
         struct sim x;
 };
+
+static void nodes_done(struct node *n, int count) {
+        for (int i = 0; i < count; i++)
+                sim_done(&n[i].x);
+}
 
 static int order[16];
 static int n_order;
@@ -649,6 +661,7 @@ static void dependency_order(void **state) {
         post(&n[2].x, SVC_EV_GROUP_EMPTY, false, NULL);
         for (int i = 0; i < 3; i++)
                 assert_int_equal(n[i].x.m.state, SVC_STOPPED);
+        nodes_done(n, 3);
 }
 
 static void required_failure_fails_dependent(void **state) {
@@ -670,19 +683,20 @@ static void required_failure_fails_dependent(void **state) {
         /* With after = only, a failed dependency does not hold the start. */
         assert_int_equal(svc_start_gate(&n[1].x.m, false), SVC_GATE_GO);
         /* A dependency in backoff is still coming. */
-        struct sim b;
+        SIM b;
         sim_init(&b);
         post(&b, SVC_EV_START, false, NULL);
         start_to_running(&b);
         crash(&b);
         assert_int_equal(svc_start_gate(&b.m, true), SVC_GATE_WAIT);
         assert_true(svc_wants_up(&b.m));
+        nodes_done(n, 2);
 }
 
 /* ---- requires: stopped with the required service, back with it ------------------------ */
 
 static void dep_down_stops_and_holds_a_running_service(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -713,7 +727,7 @@ static void dep_down_stops_and_holds_a_running_service(void **state) {
 }
 
 static void dep_down_in_backoff_and_while_restarting(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_START, false, NULL);
         start_to_running(&x);
@@ -738,7 +752,7 @@ static void dep_down_in_backoff_and_while_restarting(void **state) {
 }
 
 static void dep_down_leaves_a_service_that_is_down_alone(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         post(&x, SVC_EV_DEP_DOWN, false, "required service 'db' is stopping");
         assert_int_equal(x.m.state, SVC_STOPPED);
@@ -761,7 +775,7 @@ static void dep_down_leaves_a_service_that_is_down_alone(void **state) {
 }
 
 static void going_down_is_for_good_only(void **state) {
-        struct sim d;
+        SIM d;
         sim_init(&d);
         assert_true(svc_going_down(&d.m)); /* stopped */
         post(&d, SVC_EV_START, false, NULL);
@@ -799,7 +813,7 @@ static void going_down_is_for_good_only(void **state) {
 /* sd_notify RELOADING=1: a state of its own, back to running on READY=1; in between a stop,
  * an exit and the watchdog act as in running, and readiness (for dependents) holds. */
 static void reloading_is_a_state_of_its_own(void **state) {
-        struct sim x;
+        SIM x;
         sim_init(&x);
         x.p.watchdog = 2 * S;
         post(&x, SVC_EV_START, false, NULL);
