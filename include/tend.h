@@ -452,6 +452,13 @@ struct tend_capture_opts {
         enum tend_capture_mode mode;
         size_t line_max; /* 0: 64 KiB */
         size_t read_size; /* bytes per read(), 0: 64 KiB */
+        /* While splicing (tend_capture_splice_to), a pipe that one splice finds full is grown
+         * once to this size (F_SETPIPE_SZ: rounded up to a power of two; above
+         * /proc/sys/fs/pipe-max-size, 1 MiB, needs CAP_SYS_RESOURCE; refused quietly). A
+         * flood then moves in fewer, larger splices, and a quiet stream keeps the default
+         * pipe and its share of the user's pipe-user-pages-soft. 0: never. The bounded drain
+         * reads up to the pipe's size at the time. */
+        size_t grow_pipe_to;
 };
 
 /* Data callback: data/len is valid only during the call. eof is true exactly once, last, with
@@ -473,7 +480,28 @@ void tend_capture_drain(tend_capture *c);
  * is backpressure, not loss) or resume. A drain still reads up to its bound while paused. */
 void tend_capture_pause(tend_capture *c, bool paused);
 bool tend_capture_done(const tend_capture *c);
+/* Bytes taken from the stream so far, spliced ones included. */
 uint64_t tend_capture_bytes(const tend_capture *c);
+/* Move the stream's data straight into fd with splice(2) from now on, without a copy through
+ * user space and without the data callback (which still gets eof). For a consumer whose only
+ * job with the data is to write it, unchanged, to fd. fd stays the caller's, must stay open
+ * while the capture splices into it, and must not be watched by the same loop; a pipe (best
+ * opened O_NONBLOCK) or a file. Never blocks the loop: while a pipe fd is full, the capture
+ * stops reading (backpressure) and watches fd instead.
+ *
+ * The callback must still be ready to write data to fd itself: when fd refuses splice
+ * (EINVAL: a file opened O_APPEND, a terminal), on any write error (ENOSPC, EPIPE...), or at
+ * the drain when fd is full, the capture stops splicing for good and goes on reading and
+ * calling back from the same point in the stream, so nothing is lost or reordered, and the
+ * consumer's own write sees and reports the error as before.
+ *
+ * Do not splice into a file description that other processes write through at the same
+ * time: splice(2) does not serialise the file position as write(2) does (seen on Linux 6.18:
+ * two processes splicing into one description lost bytes; with write(2), none).
+ *
+ * fd -1 stops splicing. Returns 0, or -EINVAL in TEND_CAPTURE_LINE mode, after the end, or
+ * when the captured fd is not a pipe (a pty). */
+int tend_capture_splice_to(tend_capture *c, int fd);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Records: checkbox/plainbox .record.gz                                                      */

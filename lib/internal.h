@@ -18,6 +18,9 @@ ssize_t io_read(int fd, void *buf, size_t len);
 /* write() once, retrying on EINTR. Returns bytes written (maybe fewer than len) or -errno
  * (-EAGAIN on a full non-blocking fd): for writers that queue the rest themselves. */
 ssize_t io_write(int fd, const void *buf, size_t len);
+/* splice() once from fd_in to fd_out at their file positions (one of them a pipe), retrying
+ * on EINTR. Returns bytes moved (0: fd_in is a pipe at EOF) or -errno. */
+ssize_t io_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
 /* Write everything, retrying on EINTR and short writes; on a non-blocking fd, waits for
  * POLLOUT when the pipe is full. Returns 0 or -errno. */
 int io_write_all(int fd, const void *buf, size_t len);

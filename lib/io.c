@@ -28,6 +28,16 @@ ssize_t io_write(int fd, const void *buf, size_t len) {
         }
 }
 
+ssize_t io_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
+        for (;;) {
+                ssize_t n = splice(fd_in, NULL, fd_out, NULL, len, flags);
+                if (n >= 0)
+                        return n;
+                if (errno != EINTR)
+                        return -errno;
+        }
+}
+
 int io_write_all(int fd, const void *buf, size_t len) {
         const char *p = buf;
         while (len > 0) {

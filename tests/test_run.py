@@ -873,6 +873,121 @@ def test_flood_pass_through_to_pipes(tend, helper):
                 c.wait()
 
 
+@pytest.mark.parametrize("sinks", ["file only", "file and pass-through"])
+def test_file_write_error_is_reported(tend, helper, tmp, sinks):
+    """A file that cannot take more (here RLIMIT_FSIZE: EFBIG, as ENOSPC would be) is
+    reported once, keeps what it took, in order, and does not stop the rest: the streams are
+    still read to the end and counted. With the file as the stream's only sink tend splices
+    into it; with a second sink it writes: the same result either way."""
+    limit = 1 << 20
+    f1, f2 = tmp / "out", tmp / "err"
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    quiet = ["--quiet"] if sinks == "file only" else []
+    try:
+        cp = run(tend, "run", *quiet, "--stdout", f1, "--stderr", f2, "--json", "-", "--",
+                 helper, "flood", 4 * limit, preexec_fn=limited)
+        assert cp.returncode == 0, cp.stderr[-2000:]
+        # Passed through, the command's stderr need not end a line before a message.
+        msgs = re.findall(rb"tend: [^\n]*\n", cp.stderr)
+        assert sorted(msgs) == sorted(f"tend: cannot write to '{f}': File too large\n".encode()
+                                      for f in (f1, f2)), msgs
+        s = summary(cp.stderr)
+        assert s["stdout_bytes"] == 4 * limit and s["stderr_bytes"] == 4 * limit
+        if quiet:
+            assert cp.stdout == b""
+        else:
+            flood_check(helper, "stdout", 4 * limit, data=cp.stdout)
+        flood_check(helper, "stdout", limit, path=f1)
+        flood_check(helper, "stderr", limit, path=f2)
+    finally:
+        for f in (f1, f2):
+            f.unlink(missing_ok=True)
+
+
+def test_pass_through_to_files_opened_for_append(tend, helper, tmp):
+    """tend's stdout and stderr are files opened O_APPEND (`>>`): the output goes after what
+    was there, nothing lost (splice(2) refuses O_APPEND files; tend writes to a file it was
+    given anyway, as others may write through the same open file)."""
+    f1, f2 = tmp / "out", tmp / "err"
+    f1.write_bytes(b"old out\n")
+    f2.write_bytes(b"old err\n")
+    n = 3_000_000
+    try:
+        with open(f1, "ab") as o, open(f2, "ab") as e:
+            cp = run(tend, "run", "--", helper, "flood", n, stdout=o, stderr=e)
+        assert cp.returncode == 0
+        for f, stream, old in ((f1, "stdout", b"old out\n"), (f2, "stderr", b"old err\n")):
+            data = f.read_bytes()
+            assert data.startswith(old)
+            flood_check(helper, stream, n, data=data[len(old):])
+    finally:
+        for f in (f1, f2):
+            f.unlink(missing_ok=True)
+
+
+def test_stdout_file_is_a_fifo(tend, helper, tmp):
+    """--stdout opens its FILE itself and splices into it when it is the only sink: a FIFO
+    given by name works too, read by another process at its own pace."""
+    fifo = tmp / "fifo"
+    os.mkfifo(fifo)
+    n = 3_000_000
+    # The checker's shell opens the FIFO, which waits for tend's open for writing.
+    checker = subprocess.Popen(["/bin/sh", "-c", 'exec "$0" flood-check stdout "$1" < "$2"',
+                                str(helper), str(n), str(fifo)], stderr=PIPE, env=child_env())
+    try:
+        cp = run(tend, "run", "--quiet", "--stdout", fifo, "--json", "-", "--",
+                 "/bin/sh", "-c", 'exec "$0" flood "$1" 2>/dev/null', helper, n)
+        assert cp.returncode == 0, cp.stderr[-2000:]
+        assert summary(cp.stderr)["stdout_bytes"] == n
+        _, err = checker.communicate(timeout=TIMEOUT)
+        assert checker.returncode == 0, err.decode()
+    finally:
+        if checker.poll() is None:
+            checker.kill()
+            checker.wait()
+
+
+def test_stuck_reader_of_stdout_does_not_stop_tend(tend, helper, reaper):
+    """Nobody reads tend's stdout (a pipe): tend still runs its loop — the timeout fires and
+    the ladder ends the command while the pipe is full — and everything it took from the
+    command still comes out, in order, once the reader reads."""
+    live = Live(reaper, [tend, "run", "--timeout", "300ms", "--", "/bin/sh", "-c",
+                         'exec "$0" flood 1000000000000 2>/dev/null', helper])
+    # Only stderr is read until the timeout is reported: stdout stays full all along.
+    err = bytearray()
+    while b"timed out" not in err:
+        left = live.deadline - time.monotonic()
+        assert left > 0, f"no timeout while stdout was full; stderr {bytes(err)!r}"
+        ready, _, _ = select.select([live.fds[2]], [], [], left)
+        if ready:
+            data = os.read(live.fds[2], 65536)
+            assert data, f"stderr ended first: {bytes(err)!r}"
+            err += data
+    live.buf[2] += err
+    rc, out, err = live.finish()
+    assert rc == 124, err
+    assert len(out) > 0
+    flood_check(helper, "stdout", len(out), data=out)
+
+
+def test_reader_of_spliced_stdout_goes_away(tend, helper, reaper):
+    """As test_reader_of_stdout_goes_away, with tend's stdout pipe the only sink of the
+    command's stdout (spliced into): tend survives, reads the stream to the end, counts it."""
+    live = Live(reaper, [tend, "run", "--json", "-", "--", helper, "last-words", 10_000_000])
+    live.read_until(b"O 000000001\n")
+    live.p.stdout.close()
+    live.eof[1] = True
+    rc, _, err = live.finish()
+    assert rc == 3, err[-300:]
+    assert messages(err) == []  # EPIPE is no news
+    s = summary(err)
+    assert s["exit_code"] == 3 and s["stdout_bytes"] == 10_000_000
+
+
 # ---- streams, files and the summary ----------------------------------------------------------
 
 BOTH = "echo out1; echo err1 >&2; echo out2; echo err2 >&2"

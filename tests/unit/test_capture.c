@@ -4,7 +4,9 @@
  * and dies at once (item 2). */
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 
 #include "harness.h"
 #include "tend.h"
@@ -289,6 +291,287 @@ static void free_from_eof_callback(void **state) {
         assert_null(tend_capture_free(NULL));
 }
 
+/* ---- splicing ---------------------------------------------------------------------------- */
+
+/* A file in the test session's directory (removed with it even if a test fails first), else
+ * in /tmp; unlinked at once, the fd is all we need. */
+static int temp_file(int flags) {
+        const char *dir = getenv("TEND_TEST_SESSION");
+        char path[4096];
+        snprintf(path, sizeof path, "%s/capture-XXXXXX", dir && *dir ? dir : "/tmp");
+        int fd = mkostemp(path, O_CLOEXEC | flags);
+        assert_true(fd >= 0);
+        assert_int_equal(unlink(path), 0);
+        return fd;
+}
+
+/* All of a file from offset 0 (at most sizeof buf). */
+static size_t file_bytes(int fd, char *buf, size_t size) {
+        ssize_t n = pread(fd, buf, size, 0);
+        assert_true(n >= 0);
+        return (size_t)n;
+}
+
+/* size bytes of a pattern that shows a reordering or a loss: offset i holds 'a' + i % 23. */
+static void pattern(char *buf, size_t size, size_t from) {
+        for (size_t i = 0; i < size; i++)
+                buf[i] = (char)('a' + (from + i) % 23);
+}
+
+/* Spliced into a file: every byte lands there in order, the callback sees none (only eof),
+ * the count includes them. */
+static void splice_to_file(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        int out = temp_file(0);
+        assert_int_equal(tend_capture_splice_to(g->c, out), 0);
+        static char data[300000], back[300000 + 1];
+        pattern(data, sizeof data, 0);
+        /* In pieces that fit the pipe (we are the writer and the loop in one thread). */
+        for (size_t off = 0; off < sizeof data; off += 50000) {
+                assert_int_equal(write(w, data + off, 50000), 50000);
+                settle(f);
+        }
+        assert_int_equal(tend_capture_bytes(g->c), sizeof data);
+        close(w);
+        ut_run_until(f->loop, &g->eof, 1);
+        check_clean(g);
+        assert_int_equal(g->pieces, 0);
+        assert_int_equal(file_bytes(out, back, sizeof back), sizeof data);
+        assert_memory_equal(back, data, sizeof data);
+        assert_int_equal(tend_capture_bytes(g->c), sizeof data);
+        tend_capture_free(g->c);
+        close(out);
+        free(g);
+}
+
+/* Spliced into a pipe that fills up: the capture stops reading (nothing spins: the loop
+ * settles) and waits for the pipe, goes on when its reader reads, and loses nothing. */
+static void splice_to_full_pipe(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        assert_int_equal(fcntl(w, F_SETFL, O_NONBLOCK), 0); /* we write and run the loop */
+        int q[2];
+        assert_int_equal(pipe2(q, O_CLOEXEC | O_NONBLOCK), 0);
+        assert_int_equal(tend_capture_splice_to(g->c, q[1]), 0);
+        int size = fcntl(q[1], F_GETPIPE_SZ);
+        assert_true(size > 0 && size <= 1 << 20);
+        static char data[1 << 20], back[2 << 20];
+        size_t total = (size_t)size * 3, written = 0, got = 0;
+        pattern(data, sizeof data, 0);
+        /* Fill the destination through the capture, then some more into our pipe. */
+        while (written < total) {
+                ssize_t n = write(w, data + written, total - written);
+                if (n < 0) {
+                        assert_int_equal(errno, EAGAIN);
+                        break;
+                }
+                written += (size_t)n;
+                settle(f);
+        }
+        settle(f);
+        assert_true(written > (size_t)size);
+        uint64_t moved = tend_capture_bytes(g->c);
+        assert_true(moved <= (size_t)size);
+        /* Now read the destination bit by bit: the capture moves the rest as room comes. */
+        while (got < written) {
+                ssize_t n = read(q[0], back + got, 4096);
+                if (n < 0) {
+                        assert_int_equal(errno, EAGAIN);
+                        assert_true(tend_loop_run_once(f->loop, 10u * 1000u * 1000u) > 0);
+                        continue;
+                }
+                assert_true(n > 0);
+                got += (size_t)n;
+                settle(f);
+        }
+        assert_int_equal(got, written);
+        assert_memory_equal(back, data, written);
+        assert_int_equal(tend_capture_bytes(g->c), written);
+        assert_int_equal(g->pieces, 0);
+        close(w);
+        ut_run_until(f->loop, &g->eof, 1);
+        check_clean(g);
+        assert_int_equal(tend_loop_run(f->loop), 0); /* no watch left on the destination */
+        tend_capture_free(g->c);
+        close(q[0]);
+        close(q[1]);
+        free(g);
+}
+
+/* A destination that takes no splice — a file opened O_APPEND (EINVAL on Linux 6.18) —
+ * gets the data through the callback instead, in order, counted once. */
+static void splice_refused_falls_back(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        int out = temp_file(O_APPEND);
+        assert_int_equal(tend_capture_splice_to(g->c, out), 0);
+        put(w, "first");
+        settle(f);
+        put(w, "second");
+        close(w);
+        ut_run_until(f->loop, &g->eof, 1);
+        check_clean(g);
+        assert_int_equal(g->len, 11);
+        assert_memory_equal(g->data, "firstsecond", 11);
+        assert_int_equal(tend_capture_bytes(g->c), 11);
+        char back[16];
+        /* If this kernel splices into O_APPEND files, the data is in the file instead. */
+        size_t in_file = file_bytes(out, back, sizeof back);
+        assert_int_equal(in_file + g->len, 11);
+        tend_capture_free(g->c);
+        close(out);
+        free(g);
+}
+
+/* A write error (the destination pipe's reader is gone: EPIPE) ends splicing: what was
+ * spliced before stays there, the rest comes to the callback, whose own write would see the
+ * error. */
+static void splice_error_falls_back(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        int q[2];
+        assert_int_equal(pipe2(q, O_CLOEXEC | O_NONBLOCK), 0);
+        assert_int_equal(tend_capture_splice_to(g->c, q[1]), 0);
+        void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+        put(w, "spliced");
+        settle(f);
+        assert_int_equal(tend_capture_bytes(g->c), 7);
+        char back[16];
+        assert_int_equal(read(q[0], back, sizeof back), 7);
+        assert_memory_equal(back, "spliced", 7);
+        close(q[0]);
+        put(w, "after");
+        close(w);
+        ut_run_until(f->loop, &g->eof, 1);
+        signal(SIGPIPE, old);
+        check_clean(g);
+        assert_int_equal(g->len, 5);
+        assert_memory_equal(g->data, "after", 5);
+        assert_int_equal(tend_capture_bytes(g->c), 12);
+        tend_capture_free(g->c);
+        close(q[1]);
+        free(g);
+}
+
+/* The bounded drain never waits for a full destination: what it cannot splice comes to the
+ * callback, after what was spliced, then eof. */
+static void splice_drain_full_destination(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        int q[2];
+        assert_int_equal(pipe2(q, O_CLOEXEC | O_NONBLOCK), 0);
+        assert_int_equal(tend_capture_splice_to(g->c, q[1]), 0);
+        static char fill[4096];
+        memset(fill, 'f', sizeof fill);
+        while (write(q[1], fill, sizeof fill) > 0) {
+        }
+        assert_int_equal(errno, EAGAIN);
+        put(w, "left in the pipe");
+        settle(f); /* nothing moves: the destination is full */
+        assert_int_equal(tend_capture_bytes(g->c), 0);
+        assert_int_equal(g->pieces, 0);
+        tend_capture_drain(g->c); /* the writer is still there: the bound is what counts */
+        assert_int_equal(g->eof, 1);
+        assert_int_equal(g->len, 16);
+        assert_memory_equal(g->data, "left in the pipe", 16);
+        assert_int_equal(tend_capture_bytes(g->c), 16);
+        check_clean(g);
+        assert_int_equal(tend_loop_run(f->loop), 0); /* no watch left on the destination */
+        tend_capture_free(g->c);
+        close(w);
+        close(q[0]);
+        close(q[1]);
+        free(g);
+}
+
+/* grow_pipe_to: a splice that finds the pipe full grows it, once; a pipe that is never full
+ * keeps its size, and so does one that is only read. */
+static void splice_grows_a_full_pipe(void **state) {
+        struct fx *f = *state;
+        struct tend_capture_opts o = { .grow_pipe_to = 256 * 1024 };
+        static char data[1 << 20];
+        pattern(data, sizeof data, 0);
+        for (int splicing = 0; splicing < 2; splicing++) {
+                struct got *g = got_new();
+                int w = capture_pipe(f, &o, g);
+                int out = temp_file(0);
+                if (splicing)
+                        assert_int_equal(tend_capture_splice_to(g->c, out), 0);
+                int size = fcntl(w, F_GETPIPE_SZ);
+                assert_true(size > 0 && size < 256 * 1024);
+                assert_int_equal(write(w, data, 1000), 1000); /* not full: no change */
+                settle(f);
+                assert_int_equal(fcntl(w, F_GETPIPE_SZ), size);
+                assert_int_equal(write(w, data, (size_t)size), size); /* full */
+                settle(f);
+                assert_int_equal(fcntl(w, F_GETPIPE_SZ), splicing ? 256 * 1024 : size);
+                assert_int_equal(tend_capture_bytes(g->c), 1000 + (size_t)size);
+                close(w);
+                ut_run_until(f->loop, &g->eof, 1);
+                check_clean(g);
+                tend_capture_free(g->c);
+                close(out);
+                free(g);
+        }
+}
+
+/* Pause holds a splicing capture too; fd -1 stops splicing; what cannot splice says so. */
+static void splice_pause_stop_and_refusals(void **state) {
+        struct fx *f = *state;
+        struct got *g = got_new();
+        int w = capture_pipe(f, NULL, g);
+        int out = temp_file(0);
+        assert_int_equal(tend_capture_splice_to(g->c, out), 0);
+        tend_capture_pause(g->c, true);
+        put(w, "held");
+        settle(f);
+        assert_int_equal(tend_capture_bytes(g->c), 0);
+        tend_capture_pause(g->c, false);
+        settle(f);
+        assert_int_equal(tend_capture_bytes(g->c), 4);
+        assert_int_equal(g->pieces, 0);
+        assert_int_equal(tend_capture_splice_to(g->c, -1), 0);
+        put(w, "read");
+        settle(f);
+        assert_int_equal(g->len, 4);
+        assert_memory_equal(g->data, "read", 4);
+        char back[16];
+        assert_int_equal(file_bytes(out, back, sizeof back), 4);
+        assert_memory_equal(back, "held", 4);
+        close(w);
+        ut_run_until(f->loop, &g->eof, 1);
+        check_clean(g);
+        assert_int_equal(tend_capture_splice_to(g->c, out), -EINVAL); /* after the end */
+        tend_capture_free(g->c);
+        free(g);
+
+        /* Line mode wants to see the data. */
+        g = got_new();
+        struct tend_capture_opts o = { .mode = TEND_CAPTURE_LINE };
+        w = capture_pipe(f, &o, g);
+        assert_int_equal(tend_capture_splice_to(g->c, out), -EINVAL);
+        tend_capture_free(g->c);
+        close(w);
+        free(g);
+
+        /* Not a pipe (a socket here; a pty in real life): splice needs a pipe on one side. */
+        g = got_new();
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(tend_capture_new(f->loop, sv[0], NULL, on_data, g, &g->c), 0);
+        assert_int_equal(tend_capture_splice_to(g->c, out), -EINVAL);
+        tend_capture_free(g->c);
+        close(sv[1]);
+        close(out);
+        free(g);
+}
+
 /* ---- from a child ------------------------------------------------------------------------ */
 
 struct exited {
@@ -463,6 +746,13 @@ static const struct CMUnitTest tests[] = {
         T(line_mode_small_reads),
         T(line_longer_than_max),
         T(free_from_eof_callback),
+        T(splice_to_file),
+        T(splice_to_full_pipe),
+        T(splice_refused_falls_back),
+        T(splice_error_falls_back),
+        T(splice_drain_full_destination),
+        T(splice_grows_a_full_pipe),
+        T(splice_pause_stop_and_refusals),
         T(drain_bounded_when_pipe_held),
         T(last_words_arrive),
         T(pty_stream_ends),

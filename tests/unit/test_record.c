@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sodium.h>
 #include <zlib.h>
 
 #include <cmocka.h>
@@ -158,6 +159,28 @@ static void test_vector_format(void **state) {
         assert_int_equal(tend_record_format_line(0.123, 1, "some\ndata", 9, &line), 0);
         assert_string_equal(line, VECTOR);
         free(line);
+}
+
+/* The record's own base64 encoder writes what libsodium's does (standard alphabet, padded),
+ * for every length around the padding cases and every byte value in every position. */
+static void test_base64_as_sodium(void **state) {
+        (void)state;
+        static unsigned char data[1030];
+        static char want[1400];
+        for (size_t i = 0; i < sizeof data; i++)
+                data[i] = (unsigned char)(i * 7 + i / 256);
+        for (size_t len = 0; len <= sizeof data; len += len < 300 ? 1 : 241) {
+                char *line = NULL;
+                assert_int_equal(tend_record_format_line(0, 1, data, len, &line), 0);
+                sodium_bin2base64(want, sizeof want, data, len, sodium_base64_VARIANT_ORIGINAL);
+                const char *head = "[0.0,\"stdout\",\"";
+                assert_memory_equal(line, head, strlen(head));
+                const char *b64 = line + strlen(head);
+                assert_int_equal(strlen(b64), strlen(want) + 2);
+                assert_memory_equal(b64, want, strlen(want));
+                assert_string_equal(b64 + strlen(want), "\"]");
+                free(line);
+        }
 }
 
 static void expect_format(double delay, int stream, const char *data, const char *want) {
@@ -664,6 +687,7 @@ static void test_strerror(void **state) {
 static const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vector_parse),
         cmocka_unit_test(test_vector_format),
+        cmocka_unit_test(test_base64_as_sodium),
         cmocka_unit_test(test_format_delays),
         cmocka_unit_test(test_format_bad_args),
         cmocka_unit_test(test_parse_variants),
