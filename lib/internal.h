@@ -108,6 +108,7 @@ unsigned long group_proc_walks(void);
 /* Tests: find process-group members by walking /proc, as on a kernel without
  * /proc/PID/task/TID/children. */
 extern bool group_force_proc_walk;
+extern pid_t group_walk_hides; /* tests: a pid that every walk of /proc misses */
 
 /* ---- ladder.c ----------------------------------------------------------------------- */
 void ladder_group_free(tend_group *g);

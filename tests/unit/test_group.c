@@ -909,12 +909,38 @@ static void test_pgroup_many_share_one_walk(void **state) {
         }
 }
 
+/* A walk of /proc that misses a live member (seen on 6.18: a service's leftover, reparented to
+ * us, absent from the walk taken as its shell exited) must not announce the group empty: the
+ * event would never come again, and a stop ladder waiting for it would wait forever. */
+extern pid_t group_walk_hides; /* lib/internal.h */
+
+static void test_pgroup_walk_miss_not_announced(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, "miss");
+        tend_proc *stays = NULL, *goes = NULL;
+        pid_t s = spawn_helper(f, "sleep-forever", NULL, &stays);
+        (void)spawn_helper(f, "sleep-forever", NULL, &goes);
+        group_walk_hides = s;
+        unsigned long before = group_proc_walks();
+        assert_int_equal(tend_proc_signal(goes, SIGKILL), 0);
+        wait_proc(f, goes);
+        run_until_walk(f, before); /* the SIGCHLD's walk, which does not see s */
+        assert_int_equal(f->empty_calls, 0);
+        assert_false(tend_group_empty(f->g));
+        group_walk_hides = 0;
+        assert_int_equal(tend_proc_signal(stays, SIGKILL), 0);
+        wait_proc(f, stays);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 static const struct CMUnitTest tests[] = {
         T(test_cgroup_created_and_removed),
         T(test_cgroup_escape_kill_empty),
         T(test_pgroup_escape_kill_empty),
         T(test_pgroup_escape_kill_empty_walk),
+        T(test_pgroup_walk_miss_not_announced),
         T(test_cgroup_reuse),
         T(test_cgroup_kill_then_reuse),
         T(test_pgroup_kill_then_reuse),
