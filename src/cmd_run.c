@@ -543,6 +543,12 @@ static int lookup_user(const char *name, struct user_info *u) {
         return 0;
 }
 
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+        return a >= 0 && b >= 0 && fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+               S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int open_output(const char *path) {
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
         if (fd < 0)
@@ -667,6 +673,18 @@ int cmd_run(int argc, char **argv) {
         if (stderr_path && (r->sink[2].file_fd = open_output(stderr_path)) < 0)
                 goto out;
         r->sink[2].file_name = stderr_path;
+        if (same_file(r->sink[1].file_fd, r->sink[2].file_fd)) {
+                /* --stdout F --stderr F: two opens would each keep an offset of their own and
+                 * write over each other. One open file shared by both (as `>F 2>&1`) keeps
+                 * every chunk, in the order the streams were read. */
+                int fd = fcntl(r->sink[1].file_fd, F_DUPFD_CLOEXEC, 0);
+                if (fd < 0) {
+                        msg_error("cannot open '%s': %s", stderr_path, strerror(errno));
+                        goto out;
+                }
+                io_close(r->sink[2].file_fd);
+                r->sink[2].file_fd = fd;
+        }
         if (quiet)
                 r->sink[1].pass = r->sink[2].pass = false;
 

@@ -1011,6 +1011,26 @@ def test_quiet_with_files(tend, tmp):
     assert f2.read_bytes() == b"err1\nerr2\n"
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_stdout_and_stderr_to_the_same_file(tend, helper, tmp, quiet):
+    # As `>F 2>&1`: one open file for both streams, nothing written over (two opens would
+    # each keep an offset and overwrite each other). Both spliced (--quiet) and written.
+    f = tmp / "both"
+    f.write_text("old content that must be truncated\n" * 100)
+    n = 20000
+    args = ["--quiet"] if quiet else []
+    cp = run(tend, "run", *args, "--stdout", f, "--stderr", f, "--", helper, "numbered", str(n))
+    assert cp.returncode == 0, cp.stderr
+    data = f.read_bytes()
+    expect = b"".join(b"out %d\n" % i for i in range(n)) + b"out end" + \
+        b"".join(b"err %d\n" % i for i in range(n)) + b"err end"
+    assert len(data) == len(expect)
+    assert sorted(data) == sorted(expect)
+    assert b"old content" not in data
+    if not quiet:
+        assert cp.stdout.startswith(b"out 0\n") and cp.stderr.startswith(b"err 0\n")
+
+
 def test_files_and_pass_through(tend, tmp):
     f1, f2 = tmp / "o", tmp / "e"
     cp = run(tend, "run", "--stdout", f1, "--stderr", f2, "--", "/bin/sh", "-c", BOTH)
