@@ -491,11 +491,30 @@ static int cg_dir(const tend_group *g, int *to_close) {
         return fd;
 }
 
-static bool cg_kill_available(int dir_fd) {
+/* cgroup.events opened for reading: through the directory's fd while one is open, else by
+ * its full path (one system call, where opening the directory would take three). */
+static int cg_open_events(const tend_group *g) {
+        int fd;
+        if (g->dir_fd >= 0) {
+                fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+        } else {
+                char path[PATH_MAX];
+                if ((size_t)snprintf(path, sizeof path, "%s/cgroup.events", g->path) >= sizeof path)
+                        return -ENAMETOOLONG;
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        return fd < 0 ? -errno : fd;
+}
+
+static bool cg_kill_available(const char *dir) {
         int s = __atomic_load_n(&cg_kill_state, __ATOMIC_RELAXED);
         if (s == 0) {
+                char file[PATH_MAX];
                 struct stat st;
-                s = fstatat(dir_fd, "cgroup.kill", &st, 0) == 0 ? 1 : -1;
+                s = (size_t)snprintf(file, sizeof file, "%s/cgroup.kill", dir) < sizeof file &&
+                                    stat(file, &st) == 0
+                            ? 1
+                            : -1;
                 __atomic_store_n(&cg_kill_state, s, __ATOMIC_RELAXED);
         }
         return s > 0;
@@ -689,13 +708,16 @@ static int cg_collect(int dir_fd, int depth, struct mvec *out) {
 
 static int events_fd_read(int fd);
 
+static int cg_open_events(const tend_group *g);
+
 /* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
  * left anywhere below it. Read through an fd of its own: reading the watched one would
- * consume the change notification that the empty event waits for. */
-static bool cg_surely_empty(int dir_fd) {
-        int fd = openat(dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+ * consume the change notification that the empty event waits for. 1 empty, 0 not known to
+ * be, -ENOENT the cgroup is gone (which the kernel allows only once it is empty). */
+static int cg_surely_empty(const tend_group *g) {
+        int fd = cg_open_events(g);
         if (fd < 0)
-                return false;
+                return fd == -ENOENT ? fd : 0;
         int r = events_fd_read(fd);
         io_close(fd);
         return r == 0;
@@ -703,20 +725,20 @@ static bool cg_surely_empty(int dir_fd) {
 
 /* Live members, sorted by pid, each with its start time. */
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        /* The common end of a run: nothing left. Four system calls instead of opening the
+         * directory, reading cgroup.procs and listing the directory for sub-cgroups. */
+        int empty = cg_surely_empty(g);
+        if (empty != 0)
+                return 0; /* empty, or removed under us */
         int to_close;
         int dfd = cg_dir(g, &to_close);
         if (dfd == -ENOENT)
-                return 0; /* removed under us, which the kernel allows only once empty */
+                return 0;
         if (dfd < 0)
                 return dfd;
-        /* The common end of a run: nothing left. Three system calls instead of reading
-         * cgroup.procs and listing the directory for sub-cgroups. */
-        bool empty = cg_surely_empty(dfd);
         struct mvec raw = { 0 };
-        int r = empty ? 0 : cg_collect(dfd, 0, &raw);
+        int r = cg_collect(dfd, 0, &raw);
         io_close(to_close);
-        if (empty)
-                return 0;
         if (r < 0)
                 goto out;
         mvec_sort_unique(&raw); /* cgroup.procs may list a pid twice after a move back */
@@ -1349,30 +1371,42 @@ static int cgroup_recheck_later(tend_group *g, uint64_t delay_usec) {
 static void cgroup_need_watch(tend_group *g, bool may_fire) {
         if (g->kind != TEND_GROUP_CGROUP || g->dead || !g->populated || g->n_live > 0)
                 return;
+        int p;
         if (!g->watch) {
-                int to_close;
-                int dfd = cg_dir(g, &to_close);
-                int fd = dfd < 0 ? dfd : openat(dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
-                if (dfd >= 0 && fd < 0)
-                        fd = -errno;
-                io_close(to_close);
+                int fd = cg_open_events(g);
                 if (fd == -ENOENT) {
                         cgroup_seen_empty(g); /* removed under us: only possible once empty */
                         return;
                 }
-                if (fd < 0 || tend_watch_new(g->loop, fd, EPOLLPRI, cgroup_events_cb, g,
-                                             &g->watch) < 0) {
+                /* Read before watching: kernfs tells a poller about every change after the
+                 * last read of its open file, so a change between this read and the watch's
+                 * start is reported at once. And the usual end of a run — nothing left —
+                 * then needs no watch at all. */
+                p = fd < 0 ? fd : events_fd_read(fd);
+                if (p == 1 && tend_watch_new(g->loop, fd, EPOLLPRI, cgroup_events_cb, g,
+                                             &g->watch) == 0) {
+                        g->events_fd = fd;
+                        return; /* POLLPRI will say when it changes */
+                }
+                io_close(fd);
+                if (fd < 0 || p == 1) {
                         /* No fd or memory left now; the event is owed, so look again (and
                          * if not even that can be arranged, the next handle's end will). */
-                        io_close(fd);
                         (void)cgroup_recheck_later(g, GROUP_WATCH_RETRY_USEC);
                         return;
                 }
-                g->events_fd = fd;
+        } else {
+                p = events_fd_read(g->events_fd);
+                if (p == 1)
+                        return;
         }
-        if (events_fd_read(g->events_fd) == 1)
-                return; /* POLLPRI will say when it changes */
-        /* Empty already. Out of memory for the timer: the event now rather than never. */
+        /* Empty already. Nobody to tell (tend run's usual end): no detour through the loop. */
+        if (g->n_listeners == 0 && !g->empty_cb) {
+                cgroup_unwatch(g);
+                g->populated = false;
+                return;
+        }
+        /* Out of memory for the timer: the event now rather than never. */
         if (may_fire || cgroup_recheck_later(g, 0) < 0)
                 cgroup_seen_empty(g);
 }
@@ -1730,23 +1764,21 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                 g->path = g->rel = NULL;
                 return r;
         }
-        g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (g->dir_fd < 0) {
+        /* By full paths: no fd is kept (see cgroup_need_watch), and the spawn opens the
+         * directory itself. mkdir may be allowed where moving processes in is not (a cgroup
+         * delegated to someone else); CLONE_INTO_CGROUP would then fail at every spawn. */
+        char file[PATH_MAX];
+        if ((size_t)snprintf(file, sizeof file, "%s/cgroup.procs", g->path) >= sizeof file) {
+                r = -ENAMETOOLONG;
+                goto fail;
+        }
+        if (faccessat(AT_FDCWD, file, W_OK, AT_EACCESS) < 0) {
                 r = -errno;
                 goto fail;
         }
-        /* mkdir may be allowed where moving processes in is not (a cgroup delegated to
-         * someone else); CLONE_INTO_CGROUP would then fail at every spawn. */
-        if (faccessat(g->dir_fd, "cgroup.procs", W_OK, AT_EACCESS) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        (void)cg_kill_available(g->dir_fd);
-        /* No fd is kept (see cgroup_need_watch): the spawn opens the directory again. */
-        g->dir_fd = io_close(g->dir_fd);
+        (void)cg_kill_available(g->path);
         return 0;
 fail:
-        g->dir_fd = io_close(g->dir_fd);
         (void)rmdir(g->path);
         free(g->path);
         free(g->rel);
@@ -2076,7 +2108,7 @@ TEND_PUBLIC int tend_group_kill(tend_group *g) {
                 return -EINVAL;
         int to_close = -1;
         int dfd = g->kind == TEND_GROUP_CGROUP ? cg_dir(g, &to_close) : -1;
-        if (dfd >= 0 && cg_kill_available(dfd)) {
+        if (dfd >= 0 && cg_kill_available(g->path)) {
                 /* Atomic for the whole tree, forks in flight included — except for processes
                  * without a live main thread (cg_kill_leaderless). Those are killed by pidfd,
                  * then cgroup.kill once more catches whatever they forked meanwhile. */
@@ -2106,16 +2138,11 @@ TEND_PUBLIC bool tend_group_empty(tend_group *g) {
         if (g->kind == TEND_GROUP_CGROUP) {
                 /* A fresh open, not the watched fd: reading that one would consume the change
                  * notification the watch is waiting for. */
-                char buf[256];
-                int to_close;
-                int dfd = cg_dir(g, &to_close);
-                ssize_t n = dfd < 0 ? dfd : io_read_file_at(dfd, "cgroup.events", buf, sizeof buf);
-                io_close(to_close);
-                if (n >= 0) {
-                        int p = parse_populated(buf);
-                        if (p >= 0)
-                                return p == 0;
-                }
+                int fd = cg_open_events(g);
+                int p = fd < 0 ? fd : events_fd_read(fd);
+                io_close(fd);
+                if (p >= 0)
+                        return p == 0;
         }
         return tend_group_members(g, NULL, 0) == 0;
 }
