@@ -491,15 +491,21 @@ static int cg_dir(const tend_group *g, int *to_close) {
         return fd;
 }
 
+/* DIR/NAME into buf (PATH_MAX): files of a cgroup by full path, one system call each where
+ * opening the directory first would take three. false when it does not fit. */
+static bool cg_file(char *buf, const char *dir, const char *name) {
+        return (size_t)snprintf(buf, PATH_MAX, "%s/%s", dir, name) < PATH_MAX;
+}
+
 /* cgroup.events opened for reading: through the directory's fd while one is open, else by
- * its full path (one system call, where opening the directory would take three). */
+ * its full path. */
 static int cg_open_events(const tend_group *g) {
         int fd;
         if (g->dir_fd >= 0) {
                 fd = openat(g->dir_fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
         } else {
                 char path[PATH_MAX];
-                if ((size_t)snprintf(path, sizeof path, "%s/cgroup.events", g->path) >= sizeof path)
+                if (!cg_file(path, g->path, "cgroup.events"))
                         return -ENAMETOOLONG;
                 fd = open(path, O_RDONLY | O_CLOEXEC);
         }
@@ -511,10 +517,7 @@ static bool cg_kill_available(const char *dir) {
         if (s == 0) {
                 char file[PATH_MAX];
                 struct stat st;
-                s = (size_t)snprintf(file, sizeof file, "%s/cgroup.kill", dir) < sizeof file &&
-                                    stat(file, &st) == 0
-                            ? 1
-                            : -1;
+                s = cg_file(file, dir, "cgroup.kill") && stat(file, &st) == 0 ? 1 : -1;
                 __atomic_store_n(&cg_kill_state, s, __ATOMIC_RELAXED);
         }
         return s > 0;
@@ -1768,7 +1771,7 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
          * directory itself. mkdir may be allowed where moving processes in is not (a cgroup
          * delegated to someone else); CLONE_INTO_CGROUP would then fail at every spawn. */
         char file[PATH_MAX];
-        if ((size_t)snprintf(file, sizeof file, "%s/cgroup.procs", g->path) >= sizeof file) {
+        if (!cg_file(file, g->path, "cgroup.procs")) {
                 r = -ENAMETOOLONG;
                 goto fail;
         }
