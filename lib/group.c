@@ -711,8 +711,6 @@ static int cg_collect(int dir_fd, int depth, struct mvec *out) {
 
 static int events_fd_read(int fd);
 
-static int cg_open_events(const tend_group *g);
-
 /* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
  * left anywhere below it. Read through an fd of its own: reading the watched one would
  * consume the change notification that the empty event waits for. 1 empty, 0 not known to
@@ -1312,11 +1310,11 @@ static void group_fire_empty(tend_group *g) {
  * and that handle's pidfd tells when it ends. So cgroup.events is needed only from the end of
  * the last of them until the group is seen empty: a supervised service that runs holds its
  * pidfd alone. The end of a handle (reaped, or freed while it runs) and the end of a spawn
- * that left no handle call cgroup_need_watch(), which opens cgroup.events, watches it for
- * POLLPRI and reads it: kernfs raises POLLPRI for changes after the open, and the read
- * covers those before it, so no transition falls between the two. The watch is closed again
- * when the group is seen empty or a new handle is spawned in. A member that moves itself out
- * of the cgroup while our handle still lives delays the event to that handle's end. */
+ * that left no handle call cgroup_need_watch(), which opens cgroup.events and reads it, and
+ * only if it is still populated watches it for POLLPRI (kernfs reports any change after that
+ * read, so no transition falls between the two). The watch is closed again when the group is
+ * seen empty or a new handle is spawned in. A member that moves itself out of the cgroup
+ * while our handle still lives delays the event to that handle's end. */
 
 #define GROUP_WATCH_RETRY_USEC 1000000 /* cgroup.events could not be opened (no fd left) */
 

@@ -156,7 +156,8 @@ static void on_output(tend_capture *c, const char *data, size_t len, bool eof, v
  * for when splice cannot go on). Only into file descriptions nobody else writes through:
  * splice(2) does not take the file position lock that write(2) takes on a shared description
  * (seen on 6.18: two processes splicing into one description lost bytes), so a regular file
- * given to us as stdout keeps write(2). Our own --stdout/--stderr files are ours alone, and
+ * given to us as stdout keeps write(2). Our own --stdout/--stderr files are ours alone (one
+ * description for both when they name the same file, spliced into one call at a time), and
  * pipes have no position; our stdout pipe is spliced into through the outq's own
  * non-blocking reopen, so it never blocks the loop. */
 static void sink_try_splice(struct run *r, int stream, bool wants_ends_line) {
