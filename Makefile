@@ -30,6 +30,12 @@ CFLAGS   += -std=gnu11 $(WARN) -fvisibility=hidden -Iinclude -Ilib $(DEP_CFLAGS)
             -D_GNU_SOURCE -DTEND_BUILD
 LDLIBS   += $(DEP_LIBS)
 
+# The static program looks accounts up in /etc/passwd and /etc/group itself, never through
+# NSS (src/account.h says why).
+ifeq ($(STATIC),1)
+CFLAGS  += -DTEND_STATIC
+endif
+
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
@@ -122,6 +128,7 @@ $(HELPER): tests/helper.c
 # A unit test of a part of the program links that part's objects: TEST_OBJ_<test name>.
 TEST_OBJ_test_launch_proto := $(BUILD)/src/launch_proto.o
 TEST_OBJ_test_launch_hosts := $(BUILD)/src/launch_hosts.o
+TEST_OBJ_test_account := $(BUILD)/src/account.o
 .SECONDEXPANSION:
 $(BUILD)/tests/%: tests/unit/%.c $$(TEST_OBJ_$$*) $(STATIC_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
@@ -141,8 +148,8 @@ tests-build: all $(HELPER) $(TEST_BIN) $(TESTS_STATIC) fuzz-build
 # (and ASan+UBSan) in $(BUILD)-libfuzzer and runs each for FUZZ_TIME seconds.
 FUZZ_TARGETS := config control notify launch
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
-FUZZ_OBJ_config := $(BUILD)/src/config.o
-FUZZ_OBJ_control := $(BUILD)/src/control.o
+FUZZ_OBJ_config := $(BUILD)/src/config.o $(BUILD)/src/account.o
+FUZZ_OBJ_control := $(BUILD)/src/control.o $(BUILD)/src/account.o
 FUZZ_OBJ_notify :=
 FUZZ_OBJ_launch := $(BUILD)/src/launch_proto.o
 FUZZ_TIME ?= 60

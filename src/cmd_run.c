@@ -9,10 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +21,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "help-run.h"
 #include "outq.h"
 #include "run_summary.h"
@@ -511,9 +510,8 @@ struct user_info {
 
 static int lookup_user(const char *name, struct user_info *u) {
         memset(u, 0, sizeof *u); /* no account, no HOME/USER/LOGNAME */
-        errno = 0;
-        struct passwd *pw = getpwnam(name);
-        if (!pw) {
+        struct account_user *pw = NULL;
+        if (account_user_by_name(name, &pw) < 0) {
                 char *end;
                 unsigned long v = strtoul(name, &end, 10);
                 if (!*name || *end || v >= (unsigned long)UINT32_MAX) {
@@ -523,24 +521,25 @@ static int lookup_user(const char *name, struct user_info *u) {
                 /* A number is the account with that uid, if there is one (its groups and
                  * HOME, as for its name); a number that names no account is still a uid to
                  * run as. */
-                pw = getpwuid((uid_t)v);
-                if (!pw) {
+                if (account_user_by_uid((uid_t)v, &pw) < 0) {
                         u->uid = (uid_t)v;
                         u->gid = (gid_t)v;
                         u->n_groups = 0;
                         return 0;
                 }
         }
-        u->uid = pw->pw_uid;
-        u->gid = pw->pw_gid;
-        u->n_groups = NGROUPS_MAX;
-        if (getgrouplist(pw->pw_name, pw->pw_gid, u->groups, &u->n_groups) < 0) {
-                u->groups[0] = pw->pw_gid;
-                u->n_groups = 1;
+        u->uid = pw->uid;
+        u->gid = pw->gid;
+        size_t n = NGROUPS_MAX;
+        if (account_user_groups(pw->name, pw->gid, u->groups, &n) < 0) {
+                u->groups[0] = pw->gid;
+                n = 1;
         }
-        snprintf(u->home, sizeof u->home, "HOME=%s", pw->pw_dir);
-        snprintf(u->user, sizeof u->user, "USER=%s", pw->pw_name);
-        snprintf(u->logname, sizeof u->logname, "LOGNAME=%s", pw->pw_name);
+        u->n_groups = (int)n;
+        snprintf(u->home, sizeof u->home, "HOME=%s", pw->home);
+        snprintf(u->user, sizeof u->user, "USER=%s", pw->name);
+        snprintf(u->logname, sizeof u->logname, "LOGNAME=%s", pw->name);
+        account_user_free(pw);
         return 0;
 }
 

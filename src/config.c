@@ -15,14 +15,13 @@
  * section does not matter (shell = yes may follow command), and every problem is reported
  * with the file and line of the key it concerns. */
 #include "config.h"
+#include "account.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <glob.h>
-#include <grp.h>
 #include <ini.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1410,12 +1409,11 @@ static struct svc_config *interpret_service(struct parse *ps, struct raw_service
 /* user = NAME|UID and group = NAME|GID, looked up now so that --check finds a missing one. */
 static void resolve_ids(struct parse *ps, const struct raw_service *rs, struct svc_config *s) {
         if (s->x->user) {
-                struct passwd *pw;
+                struct account_user *pw = NULL;
                 unsigned long long v;
-                errno = 0;
-                pw = getpwnam(s->x->user);
-                if (!pw && parse_uint(s->x->user, UINT32_MAX - 1, &v))
-                        pw = getpwuid((uid_t)v);
+                if (account_user_by_name(s->x->user, &pw) < 0 &&
+                    parse_uint(s->x->user, UINT32_MAX - 1, &v))
+                        account_user_by_uid((uid_t)v, &pw);
                 if (!pw && parse_uint(s->x->user, UINT32_MAX - 1, &v)) {
                         /* A bare uid with no passwd entry: no home, no groups. */
                         s->x->has_uid = s->x->has_gid = true;
@@ -1427,37 +1425,44 @@ static void resolve_ids(struct parse *ps, const struct raw_service *rs, struct s
                         return;
                 } else {
                         s->x->has_uid = s->x->has_gid = true;
-                        s->x->uid = pw->pw_uid;
-                        s->x->gid = pw->pw_gid;
-                        int n = 64;
-                        s->x->groups = malloc((size_t)n * sizeof *s->x->groups);
-                        if (s->x->groups && getgrouplist(pw->pw_name, pw->pw_gid, s->x->groups, &n) < 0) {
-                                gid_t *more = realloc(s->x->groups, (size_t)n * sizeof *more);
+                        s->x->uid = pw->uid;
+                        s->x->gid = pw->gid;
+                        /* Room for 64 first, then for as many as the account has. On any
+                         * failure no supplementary groups (n_groups 0). */
+                        size_t n = 64;
+                        s->x->groups = malloc(n * sizeof *s->x->groups);
+                        int r = s->x->groups ? account_user_groups(pw->name, pw->gid,
+                                                                   s->x->groups, &n)
+                                             : -ENOMEM;
+                        if (r == -ERANGE) {
+                                gid_t *more = realloc(s->x->groups, n * sizeof *more);
+                                r = -ENOMEM;
                                 if (more) {
                                         s->x->groups = more;
-                                        if (getgrouplist(pw->pw_name, pw->pw_gid, s->x->groups, &n) < 0)
-                                                n = 0;
+                                        r = account_user_groups(pw->name, pw->gid,
+                                                                s->x->groups, &n);
                                 }
                         }
-                        s->x->n_groups = s->x->groups && n > 0 ? (size_t)n : 0;
+                        s->x->n_groups = r == 0 ? n : 0;
                         size_t k = 0;
                         s->x->user_env = calloc(4, sizeof *s->x->user_env);
                         if (s->x->user_env) {
-                                if (asprintf(&s->x->user_env[k], "HOME=%s", pw->pw_dir) >= 0)
+                                if (asprintf(&s->x->user_env[k], "HOME=%s", pw->home) >= 0)
                                         k++;
-                                if (asprintf(&s->x->user_env[k], "USER=%s", pw->pw_name) >= 0)
+                                if (asprintf(&s->x->user_env[k], "USER=%s", pw->name) >= 0)
                                         k++;
-                                if (asprintf(&s->x->user_env[k], "LOGNAME=%s", pw->pw_name) >= 0)
+                                if (asprintf(&s->x->user_env[k], "LOGNAME=%s", pw->name) >= 0)
                                         k++;
                                 s->x->user_env[k] = NULL;
                         }
+                        account_user_free(pw);
                 }
         }
         if (s->x->group) {
-                struct group *gr = getgrnam(s->x->group);
+                gid_t gid;
                 unsigned long long v;
-                if (gr)
-                        s->x->gid = gr->gr_gid;
+                if (account_group_by_name(s->x->group, &gid) == 0)
+                        s->x->gid = gid;
                 else if (parse_uint(s->x->group, UINT32_MAX - 1, &v))
                         s->x->gid = (gid_t)v;
                 else {

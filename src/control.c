@@ -31,10 +31,10 @@
  * which also resumes connections whose wait has ended — never from inside a transition of
  * a service, so a request never runs in the middle of the state machine's work. */
 #include "supervise.h"
+#include "account.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1218,11 +1218,11 @@ int control_open(struct sv *sv, const char *path, const char *group, char *err,
         ctl->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         int e = 0;
         if (group) {
-                struct group *gr = getgrnam(group);
+                gid_t gid;
                 char *end;
                 unsigned long g = strtoul(group, &end, 10);
-                if (gr) {
-                        ctl->group = gr->gr_gid;
+                if (account_group_by_name(group, &gid) == 0) {
+                        ctl->group = gid;
                 } else if (*group && !*end) {
                         ctl->group = (gid_t)g;
                 } else {

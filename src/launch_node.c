@@ -1,13 +1,13 @@
 /* launch_node.c — see launch_node.h. */
 #include "launch_node.h"
 #include "config.h"
+#include "account.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1026,8 +1026,10 @@ int node_new(tend_loop *loop, const struct node_config *cfg, const struct node_c
         n->ops = ops;
         n->userdata = userdata;
         n->listen_fd = -1;
-        struct passwd *pw = getpwuid(getuid());
-        snprintf(n->local_user, sizeof n->local_user, "%s", pw ? pw->pw_name : "root");
+        struct account_user *pw = NULL;
+        account_user_by_uid(getuid(), &pw);
+        snprintf(n->local_user, sizeof n->local_user, "%s", pw ? pw->name : "root");
+        account_user_free(pw);
         n->children = calloc(n_children ? n_children : 1, sizeof *n->children);
         n->n_routes = 65536;
         n->routes = calloc(n->n_routes, sizeof *n->routes);

@@ -4,8 +4,9 @@ Run with Debian's interpreter (the one that has python3-pytest):
 
     TEND_BUILD=$PWD/build /usr/bin/python3 -m pytest tests [-n 2]
 
-Fixtures: build_dir, tend, helper (paths), tmp (a fresh directory per test, removed with the
-session). Helpers for process-level tests, importable with `from conftest import ...`:
+Fixtures: build_dir, tend, helper (paths), tend_static (the static build of `make static`,
+BUILD-static/tend; the test is skipped without it), tmp (a fresh directory per test, removed
+with the session). Helpers for process-level tests, importable with `from conftest import ...`:
 require_root(), cgroup2_mount(), own_cgroup(), cgroup2_writable(), require_cgroup2(),
 child_env().
 
@@ -70,6 +71,14 @@ def _built(path):
 @pytest.fixture(scope="session")
 def tend():
     return _built(BUILD_DIR / "tend")
+
+
+@pytest.fixture(scope="session")
+def tend_static():
+    prog = Path(str(BUILD_DIR) + "-static") / "tend"
+    if not prog.is_file():
+        pytest.skip(f"no static build at {prog} (make static BUILD={BUILD_DIR})")
+    return prog
 
 
 @pytest.fixture(scope="session")

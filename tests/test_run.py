@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -1702,6 +1703,99 @@ def test_user_supplementary_groups(tend, public_helper):
     cp = run(tend, "run", "--user", "nobody", "--", public_helper, "ids")
     assert set(int(x) for x in cp.stdout.split()[2:]) == want
     assert 0 not in set(int(x) for x in cp.stdout.split()[2:]), "root's groups leaked"
+
+
+# ---- the static program's accounts ------------------------------------------------------------
+# `make static` builds a tend that never calls NSS: glibc linked statically loads an NSS
+# module (libnss_systemd for `passwd: files systemd`) beside a second libc, and crashed in it.
+# It reads /etc/passwd and /etc/group itself (src/account.h). What it finds there must be
+# what the ordinary program finds through NSS for the same accounts.
+
+NSS_SYMBOLS = {"getpwnam", "getpwuid", "getgrnam", "getgrgid", "getgrouplist", "initgroups",
+               "getpwent", "getgrent"}
+
+
+def test_static_program_calls_no_nss(tend_static):
+    if not shutil.which("nm"):
+        pytest.skip("needs nm(1) (binutils)")
+    cp = subprocess.run(["nm", tend_static], capture_output=True, text=True, timeout=TIMEOUT)
+    assert cp.returncode == 0, cp.stderr
+    defined = {line.split()[-1] for line in cp.stdout.splitlines() if line.strip()}
+    assert not defined & NSS_SYMBOLS
+
+
+def _as_user(tend, user, *argv, prefix=()):
+    return run(*prefix, tend, "run", "--user", user, "--", *argv)
+
+
+def _account_view(tend, user, prefix=()):
+    """What a command run as `user` sees: id(1)'s line and HOME, USER, LOGNAME."""
+    ids = _as_user(tend, user, "/usr/bin/id", prefix=prefix)
+    assert ids.returncode == 0, ids.stderr
+    env = _as_user(tend, user, "/usr/bin/env", prefix=prefix)
+    assert env.returncode == 0, env.stderr
+    names = [l for l in env.stdout.decode().splitlines()
+             if l.split("=", 1)[0] in ("HOME", "USER", "LOGNAME")]
+    return ids.stdout.decode(), sorted(names)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("user", ["daemon", "nobody", "0", "root", "54321"])
+def test_static_user_as_dynamic(tend, tend_static, user):
+    """--user NAME, a uid of an account, a uid with no account: the same uid, gid,
+    supplementary groups and HOME/USER/LOGNAME as the ordinary program's."""
+    require_root()
+    static, dynamic = _account_view(tend_static, user), _account_view(tend, user)
+    assert static == dynamic
+    if user == "54321":
+        assert static[0].startswith("uid=54321 gid=54321 groups=54321"), static
+
+
+def test_static_unknown_user(tend, tend_static):
+    for prog in (tend_static, tend):
+        cp = _as_user(prog, "no-such-user-xyz", "/bin/true")
+        assert cp.returncode == 125
+        assert cp.stderr.decode() == "tend: unknown user 'no-such-user-xyz'\n"
+
+
+@pytest.mark.root
+def test_static_accounts_from_the_files(tend, tend_static, tmp):
+    """With a passwd and a group file of our own (bind-mounted in a mount namespace): a user
+    in several supplementary groups, one of them on a 250 KiB line, past malformed and long
+    lines; the static program and NSS agree."""
+    require_root()
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare(1)")
+    passwd = tmp / "passwd"
+    group = tmp / "group"
+    gecos = "g" * (300 * 1024)
+    passwd.write_text(Path("/etc/passwd").read_text() +
+                      "this line is not an entry\n"
+                      f"tendlong:x:54410:54410:{gecos}:/home/tendlong:/bin/sh\n"
+                      "tendacct:x:54400:54400:Tend Test:/home/tendacct:/bin/sh\n")
+    members = ",".join(f"m{i}" for i in range(30000))
+    group.write_text(Path("/etc/group").read_text() +
+                     "garbage\n"
+                     "tendacct:x:54400:\n"
+                     "tendaux1:x:54401:someone,tendacct\n"
+                     f"tendwide:x:54402:{members},tendacct\n"
+                     "tendlook:x:54403:tendacctx,xtendacct\n"
+                     "tendaux2:x:54404:tendacct\n")
+    script = ('mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && '
+              'exec "$@"')
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+              passwd, group)
+    probe = run(*prefix, "/bin/true")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot bind-mount in a mount namespace: {probe.stderr.decode().strip()}")
+    for user in ("tendacct", "54400", "daemon"):
+        static = _account_view(tend_static, user, prefix=prefix)
+        dynamic = _account_view(tend, user, prefix=prefix)
+        assert static == dynamic, user
+    ids = _account_view(tend_static, "tendacct", prefix=prefix)[0]
+    assert ids.split()[:2] == ["uid=54400(tendacct)", "gid=54400(tendacct)"], ids
+    assert ("groups=54400(tendacct),54401(tendaux1),54402(tendwide),54404(tendaux2)"
+            in ids), ids
 
 
 # ---- groups: process group and cgroup --------------------------------------------------------

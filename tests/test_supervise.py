@@ -837,6 +837,60 @@ restart = never
     assert line.split()[1] == "65534"
 
 
+# ---- the static program's accounts (src/account.h: /etc/passwd and /etc/group only) -----------
+
+@pytest.mark.parametrize("text,rc,error", [
+    ("user = daemon\ngroup = daemon\n", 0, None),
+    ("user = nobody\n", 0, None),
+    ("user = 54321\n", 0, None),               # a uid with no account
+    ("user = 0\ngroup = 54321\n", 0, None),
+    ("user = no-such-user-here\n", 1, r"no user 'no-such-user-here'"),
+    ("user = daemon\ngroup = no-such-group-here\n", 1, r"no group 'no-such-group-here'"),
+])
+def test_static_check_accounts(tend, tend_static, tmp, text, rc, error):
+    """user= and group= are looked up by --check: the static program answers as the ordinary
+    one (it crashed in NSS before)."""
+    path = Path(tmp) / "a.conf"
+    path.write_text("[service a]\ncommand = /bin/true\n" + text)
+    static, dynamic = run_check(tend_static, path), run_check(tend, path)
+    assert static.returncode == dynamic.returncode == rc, (static.stderr, dynamic.stderr)
+    assert static.stdout == dynamic.stdout
+    assert static.stderr == dynamic.stderr
+    if error:
+        assert re.search(error, static.stderr), static.stderr
+
+
+def test_static_unknown_control_group(tend, tend_static, tmp):
+    path = Path(tmp) / "a.conf"
+    path.write_text("[service a]\ncommand = /bin/true\n")
+    for i, prog in enumerate((tend_static, tend)):
+        r = subprocess.run([prog, "supervise", "--runtime-dir", str(Path(tmp) / f"rt{i}"),
+                            "--control", str(Path(tmp) / f"ctl{i}.sock"),
+                            "--control-group", "no-such-group-xyz", str(path)],
+                           capture_output=True, text=True, env=child_env(), timeout=TIMEOUT)
+        assert r.returncode == 125, r.stderr
+        assert "unknown group 'no-such-group-xyz' for --control-group" in r.stderr
+
+
+def test_static_user_and_group_as_dynamic(tend, tend_static, tmp):
+    require_root()
+    config = Path(tmp) / "who.conf"
+    config.write_text("[service who]\ncommand = /usr/bin/id\nuser = daemon\n"
+                      "group = nogroup\nrestart = never\n")
+    seen = []
+    for i, prog in enumerate((tend_static, tend)):
+        (Path(tmp) / f"s{i}").mkdir()
+        sup = Supervisor(prog, config, Path(tmp) / f"s{i}")
+        try:
+            sup.wait_state("who", "stopped")
+            assert sup.stop() == 0
+        finally:
+            sup.kill_all()
+        seen.append([l for l in sup.out if l.startswith("who: ")])
+    assert seen[0] == seen[1]
+    assert seen[0] and seen[0][0].startswith("who: uid=1(daemon) gid=65534(nogroup)"), seen
+
+
 # ---- hooks ------------------------------------------------------------------------------------------
 
 def test_hooks_run_in_order(supervise, helper, tmp):
