@@ -85,12 +85,28 @@ static int scan_too_long(struct scan *s) {
         return ferror(s->f) ? -EIO : 0;
 }
 
+/* One fgetpwent_r or fgetgrent_r: its error number, and whether it gave an entry. */
+static int read_user(struct scan *s, void *entry, bool *found) {
+        struct passwd *res = NULL;
+        int e = fgetpwent_r(s->f, entry, s->buf, s->size, &res);
+        *found = res != NULL;
+        return e;
+}
+
+static int read_group(struct scan *s, void *entry, bool *found) {
+        struct group *res = NULL;
+        int e = fgetgrent_r(s->f, entry, s->buf, s->size, &res);
+        *found = res != NULL;
+        return e;
+}
+
 /* The next well-formed entry: 0, -ENOENT at the end, or another negative errno. */
-static int scan_next_user(struct scan *s, struct passwd *pw) {
+static int scan_next(struct scan *s, int (*read_entry)(struct scan *, void *, bool *),
+                     void *entry) {
         for (;;) {
-                struct passwd *res = NULL;
-                int e = fgetpwent_r(s->f, pw, s->buf, s->size, &res);
-                if (e == 0 && res)
+                bool found = false;
+                int e = read_entry(s, entry, &found);
+                if (e == 0 && found)
                         return 0;
                 if (e == ERANGE) {
                         int r = scan_too_long(s);
@@ -102,20 +118,12 @@ static int scan_next_user(struct scan *s, struct passwd *pw) {
         }
 }
 
+static int scan_next_user(struct scan *s, struct passwd *pw) {
+        return scan_next(s, read_user, pw);
+}
+
 static int scan_next_group(struct scan *s, struct group *gr) {
-        for (;;) {
-                struct group *res = NULL;
-                int e = fgetgrent_r(s->f, gr, s->buf, s->size, &res);
-                if (e == 0 && res)
-                        return 0;
-                if (e == ERANGE) {
-                        int r = scan_too_long(s);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                return e ? -e : -ENOENT;
-        }
+        return scan_next(s, read_group, gr);
 }
 
 /* '+' and '-' entries are NIS compat markers, never an account (glibc's files module skips
