@@ -551,6 +551,9 @@ static int mode_daemon(char **argv UNUSED) {
 
 static int mode_ignore_term(char **argv UNUSED) {
         signal(SIGTERM, SIG_IGN);
+        /* QUIT must end us (the ladder's next step): a shell without job control starts its
+         * background jobs with QUIT (and INT) ignored, and exec keeps that. */
+        signal(SIGQUIT, SIG_DFL);
         report_ready();
         pause_forever();
 }
@@ -1225,7 +1228,7 @@ static const struct mode modes[] = {
         { "daemon", mode_daemon, 1, 1,
           "PIDFILE  forking daemon: the grandchild writes PIDFILE, reports ready, waits forever; "
           "exits 0 after that" },
-        { "ignore-term", mode_ignore_term, 0, 0, "  ignore SIGTERM, report ready, wait forever" },
+        { "ignore-term", mode_ignore_term, 0, 0, "  ignore SIGTERM (SIGQUIT left at its default), report ready, wait forever" },
         { "block-term-quit", mode_block_term_quit, 0, 0,
           "  block SIGTERM and SIGQUIT, report ready, wait forever" },
         { "trap-term", mode_trap_term, 1, 1, "CODE  report ready; exit CODE on SIGTERM" },
