@@ -462,8 +462,9 @@ struct tend_capture_opts {
 };
 
 /* Data callback: data/len is valid only during the call. eof is true exactly once, last, with
- * len 0: the stream ended (EOF, or closed after the bounded drain). The capture may be freed
- * from the eof call, not from a data call. */
+ * len 0: the stream ended (EOF, or closed after the bounded drain) — unless the consumer ended
+ * it first with tend_capture_close(). The capture may be freed from the eof call, not from a
+ * data call. */
 typedef void (*tend_capture_cb)(tend_capture *c, const char *data, size_t len, bool eof,
                                 void *userdata);
 
@@ -480,6 +481,13 @@ void tend_capture_drain(tend_capture *c);
  * is backpressure, not loss) or resume. A drain still reads up to its bound while paused. */
 void tend_capture_pause(tend_capture *c, bool paused);
 bool tend_capture_done(const tend_capture *c);
+/* The consumer has nowhere left to put the stream (the reader it passes it to went away):
+ * stop reading and close the fd now, so that the writer's next write fails with EPIPE (and
+ * SIGPIPE) as it would have had it written to that reader itself, instead of writing on into
+ * a capture that throws everything away. What was read was delivered; what is still in the
+ * pipe is dropped. The capture is then done, with no eof callback. May be called from the
+ * data callback. Idempotent. */
+void tend_capture_close(tend_capture *c);
 /* Bytes taken from the stream so far, spliced ones included. */
 uint64_t tend_capture_bytes(const tend_capture *c);
 /* Move the stream's data straight into fd with splice(2) from now on, without a copy through

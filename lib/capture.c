@@ -69,7 +69,7 @@ static void line_flush(tend_capture *c) {
 }
 
 static void deliver_lines(tend_capture *c, const char *data, size_t len) {
-        while (len > 0) {
+        while (len > 0 && !c->done) { /* done: the consumer closed us from its callback */
                 const char *nl = memchr(data, '\n', len);
                 size_t take = nl ? (size_t)(nl - data) + 1 : len;
                 if (c->line_len == 0 && nl && take <= c->line_max) {
@@ -317,6 +317,23 @@ TEND_PUBLIC int tend_capture_splice_to(tend_capture *c, int fd) {
                 splice_stop(c);
         c->splice_fd = fd;
         return 0;
+}
+
+TEND_PUBLIC void tend_capture_close(tend_capture *c) {
+        if (c->done)
+                return;
+        c->done = true;
+        /* From a data callback, read_some() goes on after the call: with c->buf NULL it frees
+         * nothing more, and a closed c->fd reads as the end in a drain's loop. */
+        free(c->buf);
+        c->buf = NULL;
+        free(c->line);
+        c->line = NULL;
+        c->line_len = 0;
+        c->watch = tend_watch_free(c->watch);
+        c->out_watch = tend_watch_free(c->out_watch);
+        c->splice_fd = -1;
+        c->fd = io_close(c->fd);
 }
 
 TEND_PUBLIC bool tend_capture_done(const tend_capture *c) {

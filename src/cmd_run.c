@@ -108,7 +108,7 @@ static void sink_write(struct run *r, int stream, const char *data, size_t len) 
                 if (outq_write(&s->out, data, len) && r->cap[stream])
                         tend_capture_pause(r->cap[stream], true);
                 if (s->out.error && !s->pass_error_reported) {
-                        /* The reader is gone (EPIPE is no news); files and the record go on. */
+                        /* The reader is gone (EPIPE is no news: see the end). */
                         s->pass_error_reported = true;
                         if (s->out.error != EPIPE)
                                 msg_error("cannot write to %s: %s",
@@ -130,6 +130,17 @@ static void sink_write(struct run *r, int stream, const char *data, size_t len) 
                         msg_error("cannot write record '%s': %s", r->record_path,
                                   tend_strerror(e));
                 }
+        }
+        /* Our reader left. With a file or the record still taking the stream, read on: they
+         * get all of it (as `tee -p` does). With nothing else, close the command's pipe so
+         * that it meets EPIPE (SIGPIPE) as it would have without us: reading on into nowhere,
+         * `tend run --json - -- yes | head -1` would never end. Last: data is the capture's
+         * buffer. */
+        if (s->pass && s->out.error == EPIPE) {
+                s->pass = false;
+                if ((s->file_fd < 0 || s->file_failed) && (!r->record || r->record_error) &&
+                    r->cap[stream])
+                        tend_capture_close(r->cap[stream]);
         }
 }
 
@@ -742,8 +753,19 @@ int cmd_run(int argc, char **argv) {
                 }
         } else {
                 so.flags |= TEND_SPAWN_SETPGID;
-                so.stdio[1].kind = TEND_STDIO_PIPE;
-                so.stdio[2].kind = TEND_STDIO_PIPE;
+                /* A stream that goes only to our own stdout/stderr (or, with --quiet, nowhere)
+                 * and is neither counted (--json), recorded, nor needs cutting off from
+                 * leftovers that are kept is not piped through us: the command writes to our
+                 * fd itself, as under timeout(1) or tini. It sees the terminal, a reader that
+                 * goes away ends it with SIGPIPE, and we have nothing to copy or drain. No
+                 * leftover keeps the fd once we exit: they are stopped first. */
+                for (int i = 1; i <= 2; i++) {
+                        bool alone = !r->record_path && !json_path && !r->keep_leftovers &&
+                                     r->sink[i].file_fd < 0;
+                        so.stdio[i].kind = !alone             ? TEND_STDIO_PIPE
+                                           : r->sink[i].pass ? TEND_STDIO_INHERIT
+                                                              : TEND_STDIO_NULL;
+                }
                 /* On a terminal we own, the child takes the foreground so that it can read the
                  * terminal and the keyboard's signals reach it (and not us twice). */
                 if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp()) {
@@ -785,11 +807,10 @@ int cmd_run(int argc, char **argv) {
                 }
         } else {
                 struct tend_capture_opts co = { .grow_pipe_to = RUN_PIPE_GROW };
-                e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, 1), &co,
-                                     on_output, r, &r->cap[1]);
-                if (e == 0)
-                        e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, 2), &co,
-                                             on_output, r, &r->cap[2]);
+                for (int i = 1; i <= 2 && e == 0; i++)
+                        if (so.stdio[i].kind == TEND_STDIO_PIPE)
+                                e = tend_capture_new(r->loop, tend_proc_take_stdio_fd(r->proc, i),
+                                                     &co, on_output, r, &r->cap[i]);
         }
         if (e < 0) {
                 /* Without capture we cannot keep the contract; stop what we started. */

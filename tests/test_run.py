@@ -976,17 +976,34 @@ def test_stuck_reader_of_stdout_does_not_stop_tend(tend, helper, reaper):
 
 
 def test_reader_of_spliced_stdout_goes_away(tend, helper, reaper):
-    """As test_reader_of_stdout_goes_away, with tend's stdout pipe the only sink of the
-    command's stdout (spliced into): tend survives, reads the stream to the end, counts it."""
+    """As test_reader_of_stdout_goes_away, but tend's stdout pipe is the only sink of the
+    command's stdout (spliced into; --json only counts): nothing else wants the stream, so
+    the command meets EPIPE/SIGPIPE as it would have without tend, rather than writing on
+    into nowhere. tend survives and reports how it ended."""
     live = Live(reaper, [tend, "run", "--json", "-", "--", helper, "last-words", 10_000_000])
     live.read_until(b"O 000000001\n")
     live.p.stdout.close()
     live.eof[1] = True
     rc, _, err = live.finish()
-    assert rc == 3, err[-300:]
+    assert rc == 128 + signal.SIGPIPE, err[-300:]
     assert messages(err) == []  # EPIPE is no news
     s = summary(err)
-    assert s["exit_code"] == 3 and s["stdout_bytes"] == 10_000_000
+    assert s["signal"] == "PIPE" and s["exit_code"] is None
+    assert 0 < s["stdout_bytes"] < 10_000_000
+
+
+@pytest.mark.parametrize("extra", [[], ["--json", "-"], ["--no-cgroup"]])
+def test_endless_writer_ends_when_the_reader_goes(tend, reaper, extra):
+    """`tend run -- yes | head -1` ends as `yes | head -1` does: the writer gets SIGPIPE.
+    Without this, a reader that stops early (head, less, a closed socket) hangs the
+    pipeline for ever."""
+    live = Live(reaper, [tend, "run", *extra, "--", "/usr/bin/yes"])
+    live.read_until(b"y\n")
+    live.p.stdout.close()
+    live.eof[1] = True
+    rc, _, err = live.finish()
+    assert rc == 128 + signal.SIGPIPE, err[-300:]
+    assert messages(err) == []
 
 
 # ---- streams, files and the summary ----------------------------------------------------------
@@ -999,6 +1016,40 @@ def test_streams_stay_separate(tend):
     assert cp.returncode == 0
     assert cp.stdout == b"out1\nout2\n"
     assert cp.stderr == b"err1\nerr2\n"
+
+
+@pytest.mark.parametrize("opts,want", [
+    ([], ("ours", "ours")),
+    (["--quiet"], ("/dev/null", "/dev/null")),
+    (["--stdout", "{tmp}/o"], ("pipe", "ours")),
+    (["--stderr", "{tmp}/e"], ("ours", "pipe")),
+    (["--json", "{tmp}/s.json"], ("pipe", "pipe")),
+    (["--record", "{tmp}/r.gz"], ("pipe", "pipe")),
+    (["--keep-leftovers"], ("pipe", "pipe")),
+])
+def test_output_passed_directly_unless_copied(tend, tmp, opts, want):
+    """A stream that only goes to tend's own stdout/stderr is tend's fd itself, as under
+    timeout or tini (a terminal stays a terminal; nothing is copied); it goes through a pipe
+    of tend's only to be counted, copied, recorded, or cut off from kept leftovers."""
+    opts = [o.format(tmp=tmp) for o in opts]
+    links = tmp / "links"
+    # The shell's own fds ($$), read by readlink in a command substitution.
+    p = subprocess.Popen([str(tend), "run", *opts, "--", "/bin/sh", "-c",
+                          'l=$(readlink /proc/$$/fd/1 /proc/$$/fd/2); echo "$l" > "$0"', links],
+                         stdin=DEVNULL, stdout=PIPE, stderr=PIPE, env=child_env())
+    ours = {1: f"pipe:[{os.fstat(p.stdout.fileno()).st_ino}]",
+            2: f"pipe:[{os.fstat(p.stderr.fileno()).st_ino}]"}
+    _, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0, err
+    got = links.read_text().split()
+    assert len(got) == 2, got
+    for fd, w, g in zip((1, 2), want, got):
+        if w == "ours":
+            assert g == ours[fd], (fd, got, ours)
+        elif w == "pipe":
+            assert g.startswith("pipe:[") and g != ours[fd], (fd, got, ours)
+        else:
+            assert g == w, (fd, got)
 
 
 def test_quiet_with_files(tend, tmp):
@@ -1469,7 +1520,9 @@ def test_terminal_foreground_given_and_taken_back(tend, helper, reaper):
     assert rc == 0
     assert first and second
     stdin, stdout, ctty, fg, pgid, sid = (int(x) for x in first.groups())
-    assert (stdin, stdout, ctty) == (1, 0, 1)  # stdout is tend's capture pipe
+    # Nothing asked for a copy or a count of the output: the command writes to the
+    # terminal itself, as it would without tend.
+    assert (stdin, stdout, ctty) == (1, 1, 1)
     assert sid == t.pid, "the command stays in the caller's session"
     assert pgid != t.pid, "the command did not get its own process group"
     assert fg == pgid, "the command did not get the foreground"

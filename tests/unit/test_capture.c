@@ -52,6 +52,7 @@ struct got {
         bool empty_piece;    /* a zero-length non-eof call: a bug */
         tend_capture *c;
         bool free_on_eof;
+        size_t close_after; /* tend_capture_close() from the data call of this piece */
 };
 
 static void on_data(tend_capture *c, const char *data, size_t len, bool eof, void *userdata) {
@@ -75,6 +76,8 @@ static void on_data(tend_capture *c, const char *data, size_t len, bool eof, voi
         if (g->pieces < 64)
                 g->piece_end[g->pieces] = g->len;
         g->pieces++;
+        if (g->close_after && g->pieces == g->close_after)
+                tend_capture_close(c);
 }
 
 static struct got *got_new(void) {
@@ -289,6 +292,38 @@ static void free_from_eof_callback(void **state) {
         close(p[0]);
         close(p[1]);
         assert_null(tend_capture_free(NULL));
+}
+
+/* The consumer closes the capture from its data callback (its reader went away): nothing more
+ * is delivered, not the other lines of the same read, no eof; the writer's next write meets
+ * EPIPE; a drain and a second close do nothing. In chunk mode and in line mode. */
+static void close_from_data_callback(void **state) {
+        struct fx *f = *state;
+        for (int mode = 0; mode < 2; mode++) {
+                struct got *g = got_new();
+                struct tend_capture_opts o = { .mode = mode ? TEND_CAPTURE_LINE
+                                                            : TEND_CAPTURE_CHUNK };
+                g->close_after = 1;
+                int w = capture_pipe(f, &o, g);
+                put(w, "one\ntwo\nthree\n");
+                settle(f);
+                assert_true(tend_capture_done(g->c));
+                assert_int_equal(g->pieces, 1);
+                assert_string_equal(piece(g, 0), mode ? "one\n" : "one\ntwo\nthree\n");
+                assert_int_equal(g->eof, 0);
+                void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+                assert_int_equal(write(w, "x", 1), -1);
+                assert_int_equal(errno, EPIPE);
+                signal(SIGPIPE, old);
+                tend_capture_drain(g->c);
+                tend_capture_close(g->c);
+                assert_int_equal(g->eof, 0);
+                assert_int_equal(g->pieces, 1);
+                assert_int_equal(tend_loop_run(f->loop), 0); /* nothing left watched */
+                tend_capture_free(g->c);
+                close(w);
+                free(g);
+        }
 }
 
 /* ---- splicing ---------------------------------------------------------------------------- */
@@ -746,6 +781,7 @@ static const struct CMUnitTest tests[] = {
         T(line_mode_small_reads),
         T(line_longer_than_max),
         T(free_from_eof_callback),
+        T(close_from_data_callback),
         T(splice_to_file),
         T(splice_to_full_pipe),
         T(splice_refused_falls_back),
