@@ -199,6 +199,14 @@ int tend_group_signal(tend_group *g, int signo);
 int tend_group_kill(tend_group *g);
 /* true when no live process is left in the group. */
 bool tend_group_empty(tend_group *g);
+/* For the end of a group's use: nothing more will be spawned into g. A cgroup group whose
+ * cgroup the kernel lets us remove (nothing in it or below it, live or exiting) is removed
+ * now and is empty for good: returns 1, and members, signals and kills then find nobody,
+ * tend_group_free() has nothing left to remove, and a spawn into g fails with -ENOENT. One
+ * rmdir(2), where tend_group_members() would read the cgroup's files first. Returns 0 when
+ * the group has or may have members (or is a process-group group): ask tend_group_members().
+ * -EINVAL for NULL. An empty event still owed is delivered from the loop. */
+int tend_group_remove_if_empty(tend_group *g);
 /* Called once each time the group goes from populated to empty (cgroup.events for cgroups;
  * after SIGCHLD-driven re-checks for process groups, which needs tend_loop_reap_orphans()). */
 typedef void (*tend_group_empty_cb)(tend_group *g, void *userdata);

@@ -103,6 +103,8 @@ struct tend_group {
                         tend_timer *recheck; /* made when needed: an empty event found outside
                                                 the loop's dispatch is delivered from the loop
                                                 (cgroup_need_watch) */
+                        bool removed;   /* tend_group_remove_if_empty() removed the cgroup:
+                                           empty for good, nothing to spawn into */
                         bool cg_killed; /* cgroup.kill was written: spawn by migration
                                            (group_spawn_migrates) */
                 };
@@ -726,6 +728,8 @@ static int cg_surely_empty(const tend_group *g) {
 
 /* Live members, sorted by pid, each with its start time. */
 static int cgroup_snapshot(tend_group *g, struct mvec *out) {
+        if (g->removed)
+                return 0;
         /* The common end of a run: nothing left. Four system calls instead of opening the
          * directory, reading cgroup.procs and listing the directory for sub-cgroups. */
         int empty = cg_surely_empty(g);
@@ -1718,6 +1722,23 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                 free(own);
                 return r;
         }
+        /* CLONE_INTO_CGROUP (like a write to cgroup.procs) is allowed when we may write the
+         * cgroup.procs of the common ancestor of where the child comes from and where it goes
+         * (the kernel's cgroup_procs_write_permission): our own cgroup, the leaf's parent.
+         * mkdir may be allowed where that is not (a directory made writable but not
+         * delegated), and every spawn would then fail: find out before making anything.
+         * Our cgroup's file is also an old dentry; the new leaf's files would each be a
+         * first lookup (a new kernfs inode). */
+        char file[PATH_MAX];
+        if (!cg_file(file, g->parent_path, "cgroup.procs")) {
+                free(own);
+                return -ENAMETOOLONG;
+        }
+        if (faccessat(AT_FDCWD, file, W_OK, AT_EACCESS) < 0) {
+                r = -errno;
+                free(own);
+                return r;
+        }
         char hint[GROUP_HINT_MAX + 1];
         name_sanitize(name_hint, hint, sizeof hint);
         char name[GROUP_HINT_MAX + 64];
@@ -1766,25 +1787,9 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                 return r;
         }
         /* By full paths: no fd is kept (see cgroup_need_watch), and the spawn opens the
-         * directory itself. mkdir may be allowed where moving processes in is not (a cgroup
-         * delegated to someone else); CLONE_INTO_CGROUP would then fail at every spawn. */
-        char file[PATH_MAX];
-        if (!cg_file(file, g->path, "cgroup.procs")) {
-                r = -ENAMETOOLONG;
-                goto fail;
-        }
-        if (faccessat(AT_FDCWD, file, W_OK, AT_EACCESS) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        (void)cg_kill_available(g->path);
+         * directory itself. Whether cgroup.kill exists is asked at the first kill: a stat of
+         * a file of the new leaf is a first lookup, paid by every run that kills nothing. */
         return 0;
-fail:
-        (void)rmdir(g->path);
-        free(g->path);
-        free(g->rel);
-        g->path = g->rel = NULL;
-        return r;
 }
 
 static pthread_mutex_t own_cg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1980,6 +1985,8 @@ static void cg_evacuate(tend_group *g, int dir_fd) {
 static void cgroup_teardown(tend_group *g) {
         cgroup_unwatch(g);
         g->recheck = tend_timer_free(g->recheck);
+        if (g->removed)
+                return;
         /* Opened only when the leaf is busy: the common free is one rmdir. */
         int dfd = -1, events_fd = -1;
         for (int t = 0; t < GROUP_FREE_TRIES; t++) {
@@ -2134,7 +2141,7 @@ TEND_PUBLIC int tend_group_kill(tend_group *g) {
 }
 
 TEND_PUBLIC bool tend_group_empty(tend_group *g) {
-        if (!g)
+        if (!g || (g->kind == TEND_GROUP_CGROUP && g->removed))
                 return true;
         if (g->kind == TEND_GROUP_CGROUP) {
                 /* A fresh open, not the watched fd: reading that one would consume the change
@@ -2146,6 +2153,33 @@ TEND_PUBLIC bool tend_group_empty(tend_group *g) {
                         return p == 0;
         }
         return tend_group_members(g, NULL, 0) == 0;
+}
+
+TEND_PUBLIC int tend_group_remove_if_empty(tend_group *g) {
+        if (!g || g->dead)
+                return -EINVAL;
+        if (g->kind != TEND_GROUP_CGROUP)
+                return 0;
+        if (g->removed)
+                return 1;
+        if (g->n_live > 0 || g->dir_fd >= 0)
+                return 0; /* a handle of ours lives in it, or a spawn is under way */
+        /* The kernel removes a cgroup only when no task is in it or below it, live or still
+         * exiting, and nothing can enter a cgroup that is gone: success is the proof, with
+         * no read of cgroup.events or cgroup.procs (the end of every `tend run`). EBUSY:
+         * members or sub-cgroups, which the caller lists the usual way. */
+        if (rmdir(g->path) < 0 && errno != ENOENT)
+                return 0;
+        g->removed = true;
+        if (g->populated && (g->n_listeners > 0 || g->empty_cb)) {
+                /* The empty event is owed: from the loop, which finds the cgroup gone. */
+                cgroup_unwatch(g);
+                if (cgroup_recheck_later(g, 0) == 0)
+                        return 1;
+        }
+        cgroup_unwatch(g);
+        g->populated = false;
+        return 1;
 }
 
 TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void *userdata) {
@@ -2160,6 +2194,8 @@ TEND_PUBLIC void tend_group_on_empty(tend_group *g, tend_group_empty_cb cb, void
 int group_cgroup_fd(tend_group *g) {
         if (!g || g->kind != TEND_GROUP_CGROUP)
                 return -EBADF;
+        if (g->removed)
+                return -ENOENT;
         if (g->dir_fd < 0) {
                 g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (g->dir_fd < 0)

@@ -280,6 +280,11 @@ static void check_leftovers(struct run *r) {
         if (r->leftovers_checked)
                 return;
         r->leftovers_checked = true;
+        /* The usual end: the cgroup is empty, and removing it now proves it in one call. */
+        if (tend_group_remove_if_empty(r->group) > 0) {
+                r->leftovers_done = true;
+                return;
+        }
         int n = tend_group_members(r->group, r->leftovers, MAX_LEFTOVERS);
         if (n <= 0) {
                 r->leftovers_done = true;

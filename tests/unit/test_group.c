@@ -565,6 +565,100 @@ static void empty_scenario(struct fx *f) {
         assert_int_equal(f->empty_calls, 0);
 }
 
+/* tend_group_remove_if_empty(): an empty cgroup is removed at once and then has no member,
+ * takes no spawn and is not removed twice; one that has a member (our live handle, or a
+ * grandchild that escaped) stays, until it is empty. */
+static void test_cgroup_remove_if_empty(void **state) {
+        struct fx *f = *state;
+        assert_int_equal(tend_group_remove_if_empty(NULL), -EINVAL);
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "remove");
+        char path[4096];
+        snprintf(path, sizeof path, "%s", tend_group_path(f->g));
+        struct stat st;
+
+        tend_proc *sleeper = NULL, *escaper = NULL;
+        (void)spawn_helper(f, "sleep-forever", NULL, &sleeper);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 0); /* our handle lives in it */
+        assert_int_equal(stat(path, &st), 0);
+        pid_t g = spawn_helper(f, "escape", NULL, &escaper);
+        hold_pidfd(f, g);
+        (void)wait_proc(f, escaper);
+        (void)tend_proc_signal(sleeper, SIGKILL);
+        (void)wait_proc(f, sleeper);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 0); /* the escaped grandchild */
+        assert_int_equal(stat(path, &st), 0);
+        pid_t pids[4];
+        assert_int_equal(tend_group_members(f->g, pids, 4), 1);
+        assert_int_equal(pids[0], g);
+
+        assert_int_equal(tend_group_kill(f->g), 0);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 1);
+        assert_int_equal(stat(path, &st), -1);
+        assert_int_equal(errno, ENOENT);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 1);
+        assert_int_equal(tend_group_members(f->g, pids, 4), 0);
+        assert_true(tend_group_empty(f->g));
+        assert_int_equal(tend_group_signal(f->g, SIGTERM), 0);
+        assert_int_equal(tend_group_kill(f->g), 0);
+
+        const char *argv[] = { "/bin/true", NULL };
+        struct tend_spawn_opts o = { .argv = argv, .group = f->g };
+        tend_proc *p = NULL;
+        enum tend_spawn_step step = TEND_STEP_NONE;
+        assert_int_equal(tend_spawn(f->loop, &o, &p, &step), -ENOENT);
+        assert_null(p);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 1);
+        f->g = tend_group_free(f->g); /* nothing left to remove */
+}
+
+/* An empty event still owed when the cgroup is removed comes from the loop, once. */
+static void test_cgroup_remove_if_empty_owes_event(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "remove-owed");
+        tend_proc *p = NULL;
+        (void)spawn_helper(f, "escape", NULL, &p);
+        (void)wait_proc(f, p);
+        /* Its grandchild is still in there; kill it by its pidfd behind the group's back,
+         * and remove the cgroup before the loop has seen it empty. */
+        pid_t pids[2];
+        assert_int_equal(tend_group_members(f->g, pids, 2), 1);
+        hold_pidfd(f, pids[0]);
+        assert_int_equal(pidfd_kill(f->pidfds[0]), 0);
+        siginfo_t si;
+        assert_int_equal(waitid((idtype_t)P_PIDFD, (id_t)f->pidfds[0], &si, WEXITED | __WALL), 0);
+        /* Wait for "populated 0" ourselves (POLLPRI on our own open of cgroup.events), not
+         * through the loop, which would deliver the event before the removal. */
+        char events[4200];
+        snprintf(events, sizeof events, "%s/cgroup.events", tend_group_path(f->g));
+        int efd = open(events, O_RDONLY | O_CLOEXEC);
+        assert_true(efd >= 0);
+        for (;;) {
+                char text[256];
+                ssize_t n = pread(efd, text, sizeof text - 1, 0);
+                assert_true(n > 0);
+                text[n] = '\0';
+                if (strstr(text, "populated 0"))
+                        break;
+                struct pollfd pf = { .fd = efd, .events = POLLPRI };
+                assert_int_equal(poll(&pf, 1, 10000), 1);
+        }
+        close(efd);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 1);
+        assert_int_equal(f->empty_calls, 0); /* owed, not yet delivered */
+        run_until(f, &f->empty_calls);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 1);
+}
+
+static void test_pgroup_remove_if_empty(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_NO_CGROUP, NULL);
+        assert_int_equal(tend_group_remove_if_empty(f->g), 0); /* nothing to remove: ask */
+        assert_true(tend_group_empty(f->g));
+}
+
 static void test_cgroup_empty(void **state) {
         struct fx *f = *state;
         new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
@@ -948,6 +1042,9 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_nested),
         T(test_cgroup_free_moves_members_out),
         T(test_cgroup_empty),
+        T(test_cgroup_remove_if_empty),
+        T(test_cgroup_remove_if_empty_owes_event),
+        T(test_pgroup_remove_if_empty),
         T(test_pgroup_empty),
         T(test_cgroup_zombies),
         T(test_pgroup_zombies),
