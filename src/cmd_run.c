@@ -39,6 +39,9 @@ extern char **environ;
  * page faults (~2-3 us each in this VM) at every `tend run`; in .bss, pages are only touched
  * when there are leftovers to list. */
 static pid_t run_leftovers[MAX_LEFTOVERS];
+/* --pty's input on its way to the terminal: here for the same reason (one more stack page
+ * zeroed at every start, used only with --pty). */
+static char run_in_buf[4096];
 
 struct sink {
         struct run *run;
@@ -65,7 +68,8 @@ struct run {
         tend_watch *stdin_watch;
         int pty_write_fd;
         tend_watch *pty_in_watch; /* the terminal taking our input, watched while it is full */
-        char in_buf[4096];        /* input on its way to the terminal */
+        char *in_buf;             /* input on its way to the terminal (run_in_buf) */
+        size_t in_cap;
         size_t in_len, in_off;
         bool in_eof;
         bool in_pollable; /* stdin can be watched (not a regular file or /dev/null) */
@@ -234,7 +238,7 @@ static void input_push(struct run *r) {
 static void input_read(struct run *r) {
         if (r->in_off < r->in_len)
                 return; /* still on its way */
-        ssize_t n = read(STDIN_FILENO, r->in_buf, sizeof r->in_buf);
+        ssize_t n = read(STDIN_FILENO, r->in_buf, r->in_cap);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 return;
         if (n > 0) {
@@ -580,6 +584,8 @@ int cmd_run(int argc, char **argv) {
         r->leftover_step = -1;
         r->pty_write_fd = -1;
         r->leftovers = run_leftovers;
+        r->in_buf = run_in_buf;
+        r->in_cap = sizeof run_in_buf;
         for (int i = 0; i < 3; i++)
                 r->sink[i] = (struct sink){ .run = r, .stream = i, .pass = true, .file_fd = -1,
                                             .ends_line = true };
