@@ -832,8 +832,15 @@ def test_control_at_the_fd_limit(supervise, helper, tend):
         for _ in range(64):
             c = Raw(sup.control)
             conns.append(c)
-            c.send(b'{"verb":"status","names":["a"]}\n')
+            try:
+                c.send(b'{"verb":"status","names":["a"]}\n')
+            except (BrokenPipeError, ConnectionResetError):
+                # The connection it cannot keep is answered at once, without waiting for a
+                # request, and closed: that may come before our send. The answer is still
+                # there to read.
+                pass
             r = c.reply()
+            assert r is not None, "a connection was closed without an answer"
             if r["ok"] is False:
                 assert r == {"ok": False, "error": "the supervisor is out of file descriptors"}
                 assert c.reply() is None
