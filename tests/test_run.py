@@ -1890,6 +1890,39 @@ def test_cgroup_below_our_own_cgroup_when_not_the_root(tend):
         sub.rmdir()  # tend, its only process, has exited
 
 
+@pytest.mark.parametrize("delegated", [True, False])
+def test_cgroup_delegated_or_only_writable(tend, helper, delegated):
+    """A non-root tend in a cgroup whose directory it owns: with the cgroup's cgroup.procs
+    too (delegated, as systemd's Delegate= does), the command gets a leaf of its own below
+    it; with the directory alone, mkdir would work but moving a process in would not (the
+    kernel checks cgroup.procs of the common ancestor, our cgroup), so tend falls back to the
+    process group and runs the command, rather than fail at the spawn."""
+    require_root()
+    require_cgroup2()
+    setpriv = "/usr/bin/setpriv"
+    if not os.access(setpriv, os.X_OK):
+        pytest.skip("needs setpriv(1) to run tend as a non-root user")
+    sub = own_cgroup_dir() / f"tend-tests-deleg-{os.getpid()}"
+    sub.mkdir()
+    try:
+        os.chown(sub, 65534, 65534)
+        if delegated:
+            os.chown(sub / "cgroup.procs", 65534, 65534)
+
+        def enter():
+            with open(sub / "cgroup.procs", "w") as f:
+                f.write("0")
+        cp = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(tend), "run", "--json", "-", "--", str(helper), "exit", "3"],
+                            stdin=DEVNULL, capture_output=True, env=child_env(),
+                            preexec_fn=enter, timeout=TIMEOUT)
+        assert cp.returncode == 3, cp.stderr
+        assert summary(cp.stderr)["group"] == ("cgroup" if delegated else "process-group")
+        assert [p.name for p in sub.iterdir() if p.is_dir()] == [], "a leaf was left behind"
+    finally:
+        sub.rmdir()  # tend, its only process, has exited
+
+
 def test_cgroup_is_removed(tend, helper, reaper):
     require_cgroup2()
     live = Live(reaper, [tend, "run", "--json", "-", "--", helper, "catch", "TERM"],
