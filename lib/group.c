@@ -1376,6 +1376,10 @@ static int cgroup_recheck_later(tend_group *g, uint64_t delay_usec) {
 static void cgroup_need_watch(tend_group *g, bool may_fire) {
         if (g->kind != TEND_GROUP_CGROUP || g->dead || !g->populated || g->n_live > 0)
                 return;
+        if (g->removed) {
+                cgroup_seen_empty(g); /* tend_group_remove_if_empty(): empty for good */
+                return;
+        }
         int p;
         if (!g->watch) {
                 int fd = cg_open_events(g);
@@ -1718,10 +1722,6 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
                                 r = cg_dir_of(own, &g->parent_path);
                 }
         }
-        if (r < 0) {
-                free(own);
-                return r;
-        }
         /* CLONE_INTO_CGROUP (like a write to cgroup.procs) is allowed when we may write the
          * cgroup.procs of the common ancestor of where the child comes from and where it goes
          * (the kernel's cgroup_procs_write_permission): our own cgroup, the leaf's parent.
@@ -1730,12 +1730,11 @@ static int cgroup_setup(tend_group *g, const char *name_hint) {
          * Our cgroup's file is also an old dentry; the new leaf's files would each be a
          * first lookup (a new kernfs inode). */
         char file[PATH_MAX];
-        if (!cg_file(file, g->parent_path, "cgroup.procs")) {
-                free(own);
-                return -ENAMETOOLONG;
-        }
-        if (faccessat(AT_FDCWD, file, W_OK, AT_EACCESS) < 0) {
+        if (r == 0 && !cg_file(file, g->parent_path, "cgroup.procs"))
+                r = -ENAMETOOLONG;
+        else if (r == 0 && faccessat(AT_FDCWD, file, W_OK, AT_EACCESS) < 0)
                 r = -errno;
+        if (r < 0) {
                 free(own);
                 return r;
         }
@@ -2171,14 +2170,17 @@ TEND_PUBLIC int tend_group_remove_if_empty(tend_group *g) {
         if (rmdir(g->path) < 0 && errno != ENOENT)
                 return 0;
         g->removed = true;
-        if (g->populated && (g->n_listeners > 0 || g->empty_cb)) {
-                /* The empty event is owed: from the loop, which finds the cgroup gone. */
-                cgroup_unwatch(g);
-                if (cgroup_recheck_later(g, 0) == 0)
-                        return 1;
-        }
         cgroup_unwatch(g);
-        g->populated = false;
+        if (!g->populated)
+                return 1;
+        if (g->n_listeners == 0 && !g->empty_cb) {
+                g->populated = false; /* nobody to tell */
+                return 1;
+        }
+        /* The empty event is owed: from the loop (cgroup_need_watch sees the removal). Out
+         * of memory for the timer: the event now rather than never, as cgroup_need_watch. */
+        if (cgroup_recheck_later(g, 0) < 0)
+                cgroup_seen_empty(g);
         return 1;
 }
 

@@ -68,9 +68,7 @@ struct run {
         tend_watch *stdin_watch;
         int pty_write_fd;
         tend_watch *pty_in_watch; /* the terminal taking our input, watched while it is full */
-        char *in_buf;             /* input on its way to the terminal (run_in_buf) */
-        size_t in_cap;
-        size_t in_len, in_off;
+        size_t in_len, in_off;    /* of run_in_buf */
         bool in_eof;
         bool in_pollable; /* stdin can be watched (not a regular file or /dev/null) */
         tend_signal *signals[16];
@@ -206,7 +204,7 @@ static void input_end(struct run *r) {
 
 static void input_push(struct run *r) {
         while (r->in_off < r->in_len) {
-                ssize_t n = write(r->pty_write_fd, r->in_buf + r->in_off, r->in_len - r->in_off);
+                ssize_t n = write(r->pty_write_fd, run_in_buf + r->in_off, r->in_len - r->in_off);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0 && errno == EAGAIN) {
@@ -238,7 +236,7 @@ static void input_push(struct run *r) {
 static void input_read(struct run *r) {
         if (r->in_off < r->in_len)
                 return; /* still on its way */
-        ssize_t n = read(STDIN_FILENO, r->in_buf, r->in_cap);
+        ssize_t n = read(STDIN_FILENO, run_in_buf, sizeof run_in_buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 return;
         if (n > 0) {
@@ -247,9 +245,9 @@ static void input_read(struct run *r) {
                 /* End of our input: the terminal's end-of-file character tells a canonical-mode
                  * reader the same. */
                 struct termios t;
-                r->in_buf[0] = 4;
+                run_in_buf[0] = 4;
                 if (tcgetattr(r->pty_write_fd, &t) == 0 && t.c_cc[VEOF])
-                        r->in_buf[0] = (char)t.c_cc[VEOF];
+                        run_in_buf[0] = (char)t.c_cc[VEOF];
                 r->in_len = 1;
                 r->in_eof = true;
         }
@@ -584,8 +582,6 @@ int cmd_run(int argc, char **argv) {
         r->leftover_step = -1;
         r->pty_write_fd = -1;
         r->leftovers = run_leftovers;
-        r->in_buf = run_in_buf;
-        r->in_cap = sizeof run_in_buf;
         for (int i = 0; i < 3; i++)
                 r->sink[i] = (struct sink){ .run = r, .stream = i, .pass = true, .file_fd = -1,
                                             .ends_line = true };
