@@ -131,6 +131,24 @@ def child_env(*, clear=False, **extra):
 
 # ---- skips: privilege and kernel features --------------------------------------------------
 
+# x86-64: clone, vfork, clone3. A vfork parent sleeps in one of them until its child has
+# exec'd, and is woken some time after: the child may already have said it is ready.
+_SPAWN_SYSCALLS = {"56", "58", "435"}
+
+
+def settled_syscall(pid):
+    """The fields of /proc/PID/syscall once the process is blocked in something other than
+    its spawn. "running" only while it is on a CPU; in clone3 only between its child's exec
+    and its own wake-up: a few thousand reads cover both."""
+    for _ in range(100000):
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        if fields[0] != "running" and fields[0] not in _SPAWN_SYSCALLS:
+            return fields
+        os.sched_yield()
+    pytest.fail(f"process {pid} never settled: {fields}")
+
+
 def require_root():
     if os.geteuid() != 0:
         pytest.skip(f"needs root (running as uid {os.geteuid()})")

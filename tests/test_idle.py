@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, settled_syscall
 
 # x86-64 system call numbers: epoll_wait, epoll_pwait, epoll_pwait2.
 EPOLL_WAITS = {232, 281, 441}
@@ -30,17 +30,6 @@ def switches(pid):
     return counts
 
 
-def wait_until_blocked(pid):
-    # /proc/PID/syscall reads "running" while the task is on a CPU; a handful of reads covers
-    # the instant between our ready line arriving and tend going back to sleep.
-    for _ in range(100000):
-        fields = blocked_syscall(pid)
-        if fields[0] != "running":
-            return fields
-        os.sched_yield()
-    pytest.fail("tend never blocked")
-
-
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="system call numbers are x86-64's")
 @pytest.mark.parametrize("args", [[], ["--timeout", "1h"], ["--no-cgroup"]])
 def test_idle_run_sleeps_without_timeout(tend, helper, args):
@@ -53,7 +42,7 @@ def test_idle_run_sleeps_without_timeout(tend, helper, args):
         with os.fdopen(r, "rb", buffering=0) as out:
             line = out.readline()
             assert line.startswith(b"ready "), line
-            fields = wait_until_blocked(proc.pid)
+            fields = settled_syscall(proc.pid)
             nr = int(fields[0])
             assert nr in EPOLL_WAITS, fields
             # Arguments: epfd, events, maxevents, timeout (as an unsigned hex word).

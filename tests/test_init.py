@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cgroup2_mount, child_env, require_cgroup2, require_root
+from conftest import cgroup2_mount, child_env, require_cgroup2, require_root, settled_syscall
 
 TIMEOUT = 20.0
 MODES = ["subreaper", "pid1"]
@@ -653,12 +653,7 @@ def test_tty_job_control(tend, helper):
 def test_idle_init_sleeps_without_timeout(tend, helper, run):
     i = run([tend, "init", "--", helper, "sleep-forever"], env=child_env(HELPER_READY_FD="1"))
     i.expect(r"^ready \d+")
-    for _ in range(100000):  # "running" only while it is on a CPU, right after the fork
-        with open(f"/proc/{i.p.pid}/syscall") as f:
-            fields = f.read().split()
-        if fields[0] != "running":
-            break
-        os.sched_yield()
+    fields = settled_syscall(i.p.pid)
     assert int(fields[0]) in {232, 281, 441}, fields  # epoll_wait, epoll_pwait, epoll_pwait2
     assert int(fields[4], 16) & 0xffffffff == 0xffffffff  # timeout -1: only an event wakes it
 

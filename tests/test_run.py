@@ -1891,7 +1891,7 @@ def test_cgroup_below_our_own_cgroup_when_not_the_root(tend):
 
 
 @pytest.mark.parametrize("delegated", [True, False])
-def test_cgroup_delegated_or_only_writable(tend, helper, delegated):
+def test_cgroup_delegated_or_only_writable(tend, public_helper, delegated):
     """A non-root tend in a cgroup whose directory it owns: with the cgroup's cgroup.procs
     too (delegated, as systemd's Delegate= does), the command gets a leaf of its own below
     it; with the directory alone, mkdir would work but moving a process in would not (the
@@ -1913,7 +1913,8 @@ def test_cgroup_delegated_or_only_writable(tend, helper, delegated):
             with open(sub / "cgroup.procs", "w") as f:
                 f.write("0")
         cp = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                             str(tend), "run", "--json", "-", "--", str(helper), "exit", "3"],
+                             str(tend), "run", "--json", "-", "--", str(public_helper), "exit",
+                             "3"],
                             stdin=DEVNULL, capture_output=True, env=child_env(),
                             preexec_fn=enter, timeout=TIMEOUT)
         assert cp.returncode == 3, cp.stderr
