@@ -60,6 +60,7 @@ struct own_cg {
         unsigned refs;
         char path[];
 };
+static struct own_cg *own_cg_get(void);
 
 struct tend_group {
         tend_loop *loop;
@@ -71,6 +72,7 @@ struct tend_group {
         /* Callbacks may free the group: while they run, tend_group_free() tears everything
          * down but leaves the memory to the dispatcher, which releases it when they return. */
         bool dead;
+        bool settle_queued; /* group_settle() waits for the end of the loop's round */
         int dispatching;
         /* Live process handles (tend_proc) spawned or adopted into the group: while one
          * lives the group cannot be empty, and its pidfd will say when it ends. */
@@ -123,8 +125,8 @@ struct tend_group {
                         pid_t *pgids;
                         struct pg_loop *pgl; /* the groups of its loop: one /proc walk per
                                                 SIGCHLD */
-                        struct own_cg *own; /* our cgroup v2 path when one is known (see
-                                               pgroup_root_is_ours) */
+                        struct own_cg *own; /* our cgroup v2 path once read (see
+                                               pgroup_root_is_ours); NULL before */
                 };
         };
         char names[]; /* CGROUP: path, then rel (unless it is the end of path), each
@@ -880,8 +882,13 @@ static bool pgroup_root_is_ours(tend_group *g, int procfd, pid_t pid) {
         if (g->pgid == 0 || __atomic_load_n(&n_pgroup_groups, __ATOMIC_RELAXED) != 1)
                 return false;
         /* Orphans of CGROUP groups in the same process are still inside their cgroups; ours
-         * stay in the cgroup we were in. */
-        if (g->own && __atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0) {
+         * stay in the cgroup we are in. Our path is read only now, when the answer needs it:
+         * a process without cgroup groups (`tend run --no-cgroup`, a supervisor on a
+         * machine without cgroup v2) never reads /proc/self/cgroup (16-30 us, the first read
+         * in a fresh process). Should we have been moved since the spawn, our orphans are
+         * not claimed: they are still reaped, only not counted as the group's. */
+        if (__atomic_load_n(&n_cgroup_groups, __ATOMIC_RELAXED) > 0 &&
+            (g->own || (g->own = own_cg_get()))) {
                 char file[32], *cg = NULL;
                 snprintf(file, sizeof file, "%d/cgroup", (int)pid);
                 if (read_cgroup_path(procfd, file, &cg) < 0)
@@ -1838,12 +1845,8 @@ static int pgroup_setup(tend_group *g) {
                         return -errno;
                 __atomic_store_n(&subreaper_done, 1, __ATOMIC_RELEASE);
         }
-        int r = pg_loop_add(g);
-        if (r < 0)
-                return r;
-        /* Only to tell our orphans from those of CGROUP groups (pgroup_root_is_ours). */
-        g->own = own_cg_get();
-        return 0;
+        /* g->own, our cgroup's path, is read at its first use (pgroup_root_is_ours). */
+        return pg_loop_add(g);
 }
 
 /* path and rel into the group's own allocation, parent_path dropped (cg_evacuate finds the
@@ -2224,10 +2227,31 @@ void group_proc_added(tend_group *g) {
                 cgroup_unwatch(g);
 }
 
+/* The round of dispatch in which the last handle in g ended is over: its exit callback has
+ * run. In `tend run` that callback has removed the empty cgroup (tend_group_remove_if_empty),
+ * which answers what cgroup.events would have said: no open, read and close of it. */
+static void group_settle(void *arg) {
+        tend_group *g = arg;
+        g->settle_queued = false;
+        if (!g->dead)
+                cgroup_need_watch(g, true); /* the loop dispatches: it may fire (and free g) */
+        group_unhold(g); /* releases g if it was freed meanwhile */
+}
+
 void group_proc_gone(tend_group *g) {
         if (!g || g->n_live == 0)
                 return;
-        if (--g->n_live == 0)
+        if (--g->n_live > 0 || g->kind != TEND_GROUP_CGROUP)
+                return;
+        /* Reaped in the loop's dispatch: look once the callbacks of this round have run.
+         * Otherwise (freed while it runs, tend_proc_wait) now. The hold keeps the memory of a
+         * group freed meanwhile until then. */
+        if (!g->settle_queued && loop_after_dispatch(g->loop, group_settle, g) == 0) {
+                g->settle_queued = true;
+                g->dispatching++;
+                return;
+        }
+        if (!g->settle_queued)
                 cgroup_need_watch(g, false);
 }
 

@@ -60,6 +60,12 @@ void loop_remove_sigchld_hook(tend_loop *loop, loop_sigchld_hook hook, void *use
  * group to empty through SIGCHLD). */
 void loop_ref(tend_loop *loop);
 void loop_unref(tend_loop *loop);
+/* Run fn(arg) once the current round of dispatch is over: after every callback of the events
+ * that one epoll_wait returned, before the loop waits again or tend_loop_run() looks at what
+ * is alive. For work that a callback's own reaction may make needless (a group's check of
+ * cgroup.events at a handle's end, which the exit callback's removal of the cgroup answers).
+ * Returns 0, or -EAGAIN outside a dispatch and -ENOMEM: then the caller does it now. */
+int loop_after_dispatch(tend_loop *loop, void (*fn)(void *arg), void *arg);
 /* The signal mask the calling thread had before the loop blocked anything. */
 const sigset_t *loop_original_mask(const tend_loop *loop);
 

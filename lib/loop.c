@@ -91,6 +91,11 @@ struct tend_loop {
         size_t n_hooks, cap_hooks;
         bool hooks_running;
         size_t refs; /* work in progress that no watch or timer stands for (loop_ref) */
+        struct after_dispatch {
+                void (*fn)(void *arg);
+                void *arg;
+        } *after;     /* loop_after_dispatch(), run at the end of the round */
+        size_t n_after, cap_after;
 };
 
 TEND_PUBLIC uint64_t tend_now_usec(void) {
@@ -186,6 +191,7 @@ TEND_PUBLIC tend_loop *tend_loop_free(tend_loop *l) {
         free(l->procs);
         free(l->heap);
         free(l->hooks);
+        free(l->after);
         free(l);
         return NULL;
 }
@@ -735,6 +741,32 @@ void loop_unref(tend_loop *l) {
                 l->refs--;
 }
 
+int loop_after_dispatch(tend_loop *l, void (*fn)(void *arg), void *arg) {
+        if (l->dispatch_depth == 0)
+                return -EAGAIN;
+        if (l->n_after == l->cap_after) {
+                size_t cap = l->cap_after ? l->cap_after * 2 : 8;
+                struct after_dispatch *n = realloc(l->after, cap * sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                l->after = n;
+                l->cap_after = cap;
+        }
+        l->after[l->n_after++] = (struct after_dispatch){ .fn = fn, .arg = arg };
+        return 0;
+}
+
+/* The end of the outermost round: what its callbacks left for after them. An entry may add
+ * more (run in the same pass) and may free what others point to: their owners keep such
+ * memory until their entry has run (see group.c's dispatching count). */
+static void run_after_dispatch(tend_loop *l) {
+        for (size_t i = 0; i < l->n_after; i++) {
+                struct after_dispatch a = l->after[i]; /* fn may grow (move) the array */
+                a.fn(a.arg);
+        }
+        l->n_after = 0;
+}
+
 static bool loop_alive(const tend_loop *l) {
         return l->active_watches > 0 || l->heap_len > 0 || l->procs_count > 0 || l->refs > 0;
 }
@@ -772,6 +804,8 @@ TEND_PUBLIC int tend_loop_run_once(tend_loop *l, uint64_t timeout_usec) {
                                 w->cb(w, w->fd, events[i].events, w->userdata);
                 }
         }
+        if (l->dispatch_depth == 1)
+                run_after_dispatch(l);
         l->dispatch_depth--;
         if (l->dispatch_depth == 0) {
                 release_dead(l);

@@ -754,6 +754,97 @@ static void test_pgroup_free_in_on_empty(void **state) {
         free_in_callback_scenario(f);
 }
 
+/* The end of the last handle in a cgroup group is looked at once the round's callbacks have
+ * run (group_settle): what the exit callback does to the group in between is what counts. */
+struct exit_order {
+        struct fx *f;
+        int exits, empty_seen_at_exit, removed;
+        char path[4096];
+};
+
+static void on_exit_free_group(tend_proc *p, int err, const struct tend_exit *ex, void *ud) {
+        (void)p, (void)err, (void)ex;
+        struct exit_order *o = ud;
+        o->exits++;
+        o->f->g = tend_group_free(o->f->g); /* while its look at cgroup.events is owed */
+}
+
+static void on_exit_remove_group(tend_proc *p, int err, const struct tend_exit *ex, void *ud) {
+        (void)p, (void)err, (void)ex;
+        struct exit_order *o = ud;
+        o->exits++;
+        o->empty_seen_at_exit = o->f->empty_calls;
+        o->removed = tend_group_remove_if_empty(o->f->g);
+}
+
+static void run_until_exit(struct fx *f, struct exit_order *o) {
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (!o->exits) {
+                if (tend_now_usec() > end)
+                        fail_msg("no exit callback");
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+}
+
+/* Freed from the exit callback: the owed look finds it gone (no use after free; ASan) and
+ * no empty event is delivered for it. */
+static void test_cgroup_free_in_exit_callback(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        struct exit_order o = { .f = f };
+        snprintf(o.path, sizeof o.path, "%s", tend_group_path(f->g));
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        tend_proc_on_exit(p, on_exit_free_group, &o);
+        assert_int_equal(tend_proc_signal(p, SIGTERM), 0);
+        run_until_exit(f, &o);
+        assert_null(f->g);
+        assert_int_equal(tend_loop_run_once(f->loop, 0) >= 0, 1);
+        assert_int_equal(f->empty_calls, 0);
+        struct stat st;
+        assert_int_equal(stat(o.path, &st), -1); /* empty: removed by the free */
+}
+
+/* `tend run`'s end: the exit callback removes the empty cgroup. The empty event still comes,
+ * once, after the exit callback and from the loop. */
+static void test_cgroup_removed_in_exit_callback(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        struct exit_order o = { .f = f };
+        snprintf(o.path, sizeof o.path, "%s", tend_group_path(f->g));
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        tend_proc_on_exit(p, on_exit_remove_group, &o);
+        assert_int_equal(tend_proc_signal(p, SIGTERM), 0);
+        run_until_exit(f, &o);
+        assert_int_equal(o.removed, 1);
+        assert_int_equal(o.empty_seen_at_exit, 0);
+        run_until(f, &f->empty_calls);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 1);
+        struct stat st;
+        assert_int_equal(stat(o.path, &st), -1);
+        assert_true(tend_group_empty(f->g));
+}
+
+/* A grandchild keeps the group populated past the child's exit: the look after the round
+ * finds it and watches cgroup.events, and the empty event comes when it ends. */
+static void test_cgroup_exit_then_leftover_ends(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        tend_proc *p = NULL;
+        pid_t g = spawn_helper(f, "escape", NULL, &p);
+        hold_pidfd(f, g);
+        assert_int_equal(wait_proc(f, p).code, 0);
+        (void)tend_loop_run_once(f->loop, 0);
+        assert_int_equal(f->empty_calls, 0);
+        assert_false(tend_group_empty(f->g));
+        assert_int_equal(tend_group_remove_if_empty(f->g), 0); /* EBUSY: still populated */
+        assert_int_equal(pidfd_kill(f->pidfds[0]), 0);
+        run_until(f, &f->empty_calls);
+        assert_int_equal(f->empty_calls, 1);
+}
+
 /* tend_group_stop (ladder.c) waits for the group through its empty listeners: a member that
  * ignores TERM takes the ladder to its KILL step; the stop callback frees the group. */
 struct stop_result {
@@ -1028,6 +1119,52 @@ static void test_pgroup_walk_miss_not_announced(void **state) {
         assert_int_equal(f->empty_calls, 1);
 }
 
+/* A process-group group beside a cgroup group in the same process: each spawns a child that
+ * double-forks and calls setsid(), so both grandchildren come to us through the subreaper as
+ * children we did not spawn. The process-group group claims its own (in the cgroup we are in)
+ * and not the other's (still in the other group's leaf): our cgroup's path is read when that
+ * question first comes up, not when the group is made. */
+static void test_pgroup_beside_cgroup_claims_only_its_orphans(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, "beside");
+        tend_group *cg = f->g;
+        tend_proc *in_cg = NULL, *in_pg = NULL;
+        pid_t cg_orphan = spawn_helper(f, "escape", NULL, &in_cg);
+        hold_pidfd(f, cg_orphan);
+        assert_int_equal(wait_proc(f, in_cg).code, 0);
+
+        tend_group *pg = NULL;
+        assert_int_equal(tend_group_new(f->loop, "beside", TEND_GROUP_NO_CGROUP, &pg), 0);
+        assert_int_equal(tend_group_kind(pg), TEND_GROUP_PGROUP);
+        f->g = pg; /* spawn_helper spawns into f->g */
+        pid_t pg_orphan = spawn_helper(f, "escape", NULL, &in_pg);
+        hold_pidfd(f, pg_orphan);
+        assert_int_equal(wait_proc(f, in_pg).code, 0);
+        f->g = cg;
+        char own[4096], where[4096];
+        own_cgroup(own, sizeof own);
+        cgroup_of(pg_orphan, where, sizeof where);
+        assert_string_equal(where, own);
+        cgroup_of(cg_orphan, where, sizeof where);
+        assert_string_not_equal(where, own);
+
+        pid_t pids[8];
+        int n = tend_group_members(pg, pids, 8);
+        assert_int_equal(n, 1);
+        assert_int_equal(pids[0], pg_orphan);
+        n = tend_group_members(cg, pids, 8);
+        assert_int_equal(n, 1);
+        assert_int_equal(pids[0], cg_orphan);
+
+        assert_int_equal(tend_group_kill(pg), 0);
+        assert_true(pidfd_ended(f->pidfds[1], 5000));
+        assert_int_equal(kill(cg_orphan, 0), 0); /* the other group's is untouched */
+        (void)tend_loop_run_once(f->loop, 0);
+        pg = tend_group_free(pg);
+        assert_null(pg);
+        /* The teardown kills f->g (cg) and reaps both through the held pidfds. */
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 static const struct CMUnitTest tests[] = {
         T(test_cgroup_created_and_removed),
@@ -1049,6 +1186,9 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_zombies),
         T(test_pgroup_zombies),
         T(test_cgroup_free_in_on_empty),
+        T(test_cgroup_free_in_exit_callback),
+        T(test_cgroup_removed_in_exit_callback),
+        T(test_cgroup_exit_then_leftover_ends),
         T(test_pgroup_free_in_on_empty),
         T(test_cgroup_stop_ladder),
         T(test_cgroup_no_fd_while_a_handle_lives),
@@ -1056,6 +1196,7 @@ static const struct CMUnitTest tests[] = {
         T(test_flags_conflict),
         T(test_pgroup_odd_comm),
         T(test_pgroup_many_share_one_walk),
+        T(test_pgroup_beside_cgroup_claims_only_its_orphans),
         T(test_default_kind),
 };
 

@@ -874,6 +874,63 @@ static void run_returns_when_nothing_active(void **state) {
         ut_assert_no_children();
 }
 
+/* ---- after the round (an internal hook of the library, lib/internal.h) ------------------ */
+
+int loop_after_dispatch(tend_loop *loop, void (*fn)(void *arg), void *arg);
+
+struct after_round {
+        tend_loop *loop;
+        char log[16];
+        size_t n;
+};
+
+static void after_second(void *arg) {
+        struct after_round *a = arg;
+        a->log[a->n++] = 'B';
+}
+
+static void after_first(void *arg) {
+        struct after_round *a = arg;
+        a->log[a->n++] = 'A';
+        /* Queued from the queue: still run in this round's pass. */
+        assert_int_equal(loop_after_dispatch(a->loop, after_second, a), 0);
+}
+
+static void on_readable_queue(tend_watch *w, int fd, uint32_t ev, void *ud) {
+        (void)w, (void)ev;
+        struct after_round *a = ud;
+        char c;
+        assert_int_equal(read(fd, &c, 1), 1);
+        a->log[a->n++] = c;
+        if (c == 'x')
+                assert_int_equal(loop_after_dispatch(a->loop, after_first, a), 0);
+}
+
+/* What a callback leaves for after the round runs once every callback of the events of that
+ * epoll_wait has run, before run_once returns; outside a dispatch nothing is queued. */
+static void after_dispatch_runs_after_the_round(void **state) {
+        tend_loop *loop = *state;
+        struct after_round a = { .loop = loop };
+        assert_int_equal(loop_after_dispatch(loop, after_first, &a), -EAGAIN);
+        int p1[2], p2[2];
+        assert_int_equal(pipe2(p1, O_CLOEXEC), 0);
+        assert_int_equal(pipe2(p2, O_CLOEXEC), 0);
+        tend_watch *w1 = NULL, *w2 = NULL;
+        assert_int_equal(tend_watch_new(loop, p1[0], EPOLLIN, on_readable_queue, &a, &w1), 0);
+        assert_int_equal(tend_watch_new(loop, p2[0], EPOLLIN, on_readable_queue, &a, &w2), 0);
+        assert_int_equal(write(p1[1], "x", 1), 1);
+        assert_int_equal(write(p2[1], "y", 1), 1);
+        assert_int_equal(tend_loop_run_once(loop, 5u * 1000u * 1000u), 2);
+        a.log[a.n] = '\0';
+        /* The two watches in either order, then the queue in its order. */
+        assert_true(!strcmp(a.log, "xyAB") || !strcmp(a.log, "yxAB"));
+        assert_int_equal(tend_loop_run_once(loop, 0), 0);
+        assert_int_equal(a.n, 4); /* nothing runs twice */
+        tend_watch_free(w1);
+        tend_watch_free(w2);
+        close(p1[0]), close(p1[1]), close(p2[0]), close(p2[1]);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 static const struct CMUnitTest tests[] = {
         T(timers_fire_in_deadline_order),
@@ -896,6 +953,7 @@ static const struct CMUnitTest tests[] = {
         T(run_once_zero_timeout),
         T(loop_fd_embeds_in_poll),
         T(run_returns_when_nothing_active),
+        T(after_dispatch_runs_after_the_round),
 };
 
 TEND_TEST_MAIN(tests)
