@@ -697,10 +697,11 @@ def bench_scale(a, res, h):
         if not ran:
             continue
         t = summ[str(max(ran))][design]
-        print(f"  DESIGN §5 (10,000 services: <= 1 KiB of tend's memory per service, 0 wake-ups"
-              f"/min at idle) — {design} at {max(ran)} services: Pss {t['pss']:.1f} KiB/svc "
-              f"(private {t['priv']:.1f}), {t['wake']:.1f} wake-ups/min: "
-              f"{'met' if t['pss'] <= 1 and t['wake'] == 0 and max(ran) >= 10000 else 'NOT met'}")
+        h.target(res["scale"], f"4. supervision at scale ({design})",
+                 "10,000 services: <= 1 KiB of tend's memory per service, 0 wake-ups/min at idle",
+                 t['pss'] <= 1 and t['wake'] == 0 and max(ran) >= 10000,
+                 f"{design} at {max(ran)} services: Pss {t['pss']:.1f} KiB/svc "
+                 f"(private {t['priv']:.1f}), {t['wake']:.1f} wake-ups/min")
 
 
 # ---- 6. restart latency -----------------------------------------------------------------
@@ -772,8 +773,9 @@ def bench_restart(a, res, h):
                       "contenders": {n: s for n, s, _ in rows}}
     t = next((s for n, s, _ in rows if n == "tend"), None)
     if t:
-        print(f"  DESIGN §5 (exit -> next exec below 1 ms at zero restart delay): "
-              f"{'met' if t['median'] < 1 else 'NOT met'} — median {t['median']:.3f} ms")
+        h.target(res["restart"], "6. restart latency",
+                 "exit -> next exec below 1 ms at zero restart delay", t["median"] < 1,
+                 f"median {t['median']:.3f} ms")
 
 
 # ---- 7. startup of many services with readiness -----------------------------------------

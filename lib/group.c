@@ -1262,12 +1262,22 @@ static int parse_populated(const char *text) {
  * notification: kernfs reports POLLPRI|POLLERR from the moment the file changes until this
  * open file reads it again. */
 static int events_fd_read(int fd) {
-        if (lseek(fd, 0, SEEK_SET) < 0)
-                return -errno;
         char buf[256];
-        size_t used = 0;
+        /* One pread from 0 is the usual whole read: kernfs makes the text in one go and
+         * hands it over in one call when it fits (21 bytes on 6.18), and a read from offset 0
+         * is what re-arms the notification. Read on only if the populated line came short. */
+        ssize_t first = io_pread(fd, buf, sizeof buf - 1, 0);
+        if (first < 0)
+                return (int)first;
+        buf[first] = '\0';
+        const char *line = strstr(buf, "populated ");
+        if (line && (line == buf || line[-1] == '\n') && strchr(line, '\n'))
+                return parse_populated(buf);
+        size_t used = (size_t)first;
         for (;;) {
-                ssize_t n = io_read(fd, buf + used, sizeof buf - 1 - used);
+                if (used == sizeof buf - 1)
+                        break;
+                ssize_t n = io_pread(fd, buf + used, sizeof buf - 1 - used, (off_t)used);
                 if (n < 0)
                         return (int)n;
                 if (n == 0 || used + (size_t)n == sizeof buf - 1) {

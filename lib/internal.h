@@ -15,6 +15,8 @@
 
 /* read() once, retrying on EINTR. Returns bytes (0 at EOF) or -errno (-EAGAIN included). */
 ssize_t io_read(int fd, void *buf, size_t len);
+/* pread() once at offset, retrying on EINTR. Returns bytes (0 at EOF) or -errno. */
+ssize_t io_pread(int fd, void *buf, size_t len, off_t offset);
 /* write() once, retrying on EINTR. Returns bytes written (maybe fewer than len) or -errno
  * (-EAGAIN on a full non-blocking fd): for writers that queue the rest themselves. */
 ssize_t io_write(int fd, const void *buf, size_t len);

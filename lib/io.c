@@ -18,6 +18,16 @@ ssize_t io_read(int fd, void *buf, size_t len) {
         }
 }
 
+ssize_t io_pread(int fd, void *buf, size_t len, off_t offset) {
+        for (;;) {
+                ssize_t n = pread(fd, buf, len, offset);
+                if (n >= 0)
+                        return n;
+                if (errno != EINTR)
+                        return -errno;
+        }
+}
+
 ssize_t io_write(int fd, const void *buf, size_t len) {
         for (;;) {
                 ssize_t n = write(fd, buf, len);
