@@ -109,6 +109,8 @@ struct tend_group {
                                            empty for good, nothing to spawn into */
                         bool cg_killed; /* cgroup.kill was written: spawn by migration
                                            (group_spawn_migrates) */
+                        uint32_t empty_round; /* the loop's round in which cgroup.events
+                                                 last said "populated 0" (cg_known_empty) */
                 };
                 /* PGROUP */
                 struct {
@@ -715,15 +717,43 @@ static int cg_collect(int dir_fd, int depth, struct mvec *out) {
 
 static int events_fd_read(int fd);
 
+static unsigned long events_reads; /* of cgroup.events (for the tests); atomic */
+
+/* Read cgroup.events of g through fd, and remember an empty answer for the rest of the
+ * loop's round (cg_known_empty). */
+static int cg_events_read(tend_group *g, int fd) {
+        __atomic_add_fetch(&events_reads, 1, __ATOMIC_RELAXED);
+        int p = events_fd_read(fd);
+        if (p == 0)
+                g->empty_round = loop_round(g->loop);
+        return p;
+}
+
+/* Seen empty earlier in this round of the loop, with nothing of ours spawned into it since:
+ * still empty, without a read. Only our spawns (which forget the answer) can put a process
+ * into an empty cgroup of ours; a process moved in from outside meanwhile is as if moved just
+ * after that read. A supervised service's restart asks three times in one round (its stop,
+ * its cleanup, the group's look after the round); the first answer serves all three. */
+static bool cg_known_empty(const tend_group *g) {
+        uint32_t round = loop_round(g->loop);
+        return round != 0 && g->empty_round == round && g->n_live == 0 && g->dir_fd < 0;
+}
+
+unsigned long group_events_reads(void) {
+        return __atomic_load_n(&events_reads, __ATOMIC_RELAXED);
+}
+
 /* Is the cgroup tree surely empty? cgroup.events says "populated 0" once no live task is
  * left anywhere below it. Read through an fd of its own: reading the watched one would
  * consume the change notification that the empty event waits for. 1 empty, 0 not known to
  * be, -ENOENT the cgroup is gone (which the kernel allows only once it is empty). */
-static int cg_surely_empty(const tend_group *g) {
+static int cg_surely_empty(tend_group *g) {
+        if (cg_known_empty(g))
+                return 1;
         int fd = cg_open_events(g);
         if (fd < 0)
                 return fd == -ENOENT ? fd : 0;
-        int r = events_fd_read(fd);
+        int r = cg_events_read(g, fd);
         io_close(fd);
         return r == 0;
 }
@@ -1363,7 +1393,7 @@ static void cgroup_events_cb(tend_watch *w, int fd, uint32_t revents, void *user
         /* The read re-arms the notification. An error means the cgroup was removed under us
          * (only possible once empty) or the file broke: kernfs would then report POLLERR
          * forever, and the watch is closed either way. */
-        if (events_fd_read(fd) == 1)
+        if (cg_events_read(g, fd) == 1)
                 return;
         cgroup_seen_empty(g);
 }
@@ -1398,7 +1428,9 @@ static void cgroup_need_watch(tend_group *g, bool may_fire) {
                 return;
         }
         int p;
-        if (!g->watch) {
+        if (!g->watch && cg_known_empty(g)) {
+                p = 0;
+        } else if (!g->watch) {
                 int fd = cg_open_events(g);
                 if (fd == -ENOENT) {
                         cgroup_seen_empty(g); /* removed under us: only possible once empty */
@@ -1408,7 +1440,7 @@ static void cgroup_need_watch(tend_group *g, bool may_fire) {
                  * last read of its open file, so a change between this read and the watch's
                  * start is reported at once. And the usual end of a run — nothing left —
                  * then needs no watch at all. */
-                p = fd < 0 ? fd : events_fd_read(fd);
+                p = fd < 0 ? fd : cg_events_read(g, fd);
                 if (p == 1 && tend_watch_new(g->loop, fd, EPOLLPRI, cgroup_events_cb, g,
                                              &g->watch) == 0) {
                         g->events_fd = fd;
@@ -1422,7 +1454,7 @@ static void cgroup_need_watch(tend_group *g, bool may_fire) {
                         return;
                 }
         } else {
-                p = events_fd_read(g->events_fd);
+                p = cg_events_read(g, g->events_fd);
                 if (p == 1)
                         return;
         }
@@ -2156,10 +2188,12 @@ TEND_PUBLIC bool tend_group_empty(tend_group *g) {
         if (!g || (g->kind == TEND_GROUP_CGROUP && g->removed))
                 return true;
         if (g->kind == TEND_GROUP_CGROUP) {
+                if (cg_known_empty(g))
+                        return true;
                 /* A fresh open, not the watched fd: reading that one would consume the change
                  * notification the watch is waiting for. */
                 int fd = cg_open_events(g);
-                int p = fd < 0 ? fd : events_fd_read(fd);
+                int p = fd < 0 ? fd : cg_events_read(g, fd);
                 io_close(fd);
                 if (p >= 0)
                         return p == 0;
@@ -2211,6 +2245,7 @@ int group_cgroup_fd(tend_group *g) {
                 return -EBADF;
         if (g->removed)
                 return -ENOENT;
+        g->empty_round = 0; /* a spawn begins: what was seen empty may not be */
         if (g->dir_fd < 0) {
                 g->dir_fd = open(g->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (g->dir_fd < 0)
@@ -2233,8 +2268,10 @@ void group_proc_added(tend_group *g) {
                 return;
         g->n_live++;
         /* An adopted member now stands for the group (a spawn's child did already). */
-        if (g->kind == TEND_GROUP_CGROUP)
+        if (g->kind == TEND_GROUP_CGROUP) {
+                g->empty_round = 0;
                 cgroup_unwatch(g);
+        }
 }
 
 /* The round of dispatch in which the last handle in g ended is over: its exit callback has

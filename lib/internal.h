@@ -5,6 +5,7 @@
 #include "tend.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -68,6 +69,9 @@ void loop_unref(tend_loop *loop);
  * cgroup.events at a handle's end, which the exit callback's removal of the cgroup answers).
  * Returns 0, or -EAGAIN outside a dispatch and -ENOMEM: then the caller does it now. */
 int loop_after_dispatch(tend_loop *loop, void (*fn)(void *arg), void *arg);
+/* The number of the round of dispatch under way (it grows by one per epoll_wait that is
+ * dispatched), or 0 outside a dispatch. */
+uint32_t loop_round(const tend_loop *loop);
 /* The signal mask the calling thread had before the loop blocked anything. */
 const sigset_t *loop_original_mask(const tend_loop *loop);
 
@@ -113,6 +117,8 @@ struct proc_ladder **group_ladder_slot(tend_group *g);
 
 /* How many times all of /proc has been read (process-group membership), for the tests. */
 unsigned long group_proc_walks(void);
+/* How many times a cgroup group's cgroup.events has been read, for the tests. */
+unsigned long group_events_reads(void);
 /* Tests: find process-group members by walking /proc, as on a kernel without
  * /proc/PID/task/TID/children. */
 extern bool group_force_proc_walk;

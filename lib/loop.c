@@ -79,6 +79,7 @@ struct tend_loop {
         size_t active_watches;
         bool stop;
         int dispatch_depth;
+        uint32_t round;          /* rounds of dispatch so far (loop_round) */
         tend_watch *dead_watches;
         tend_signal *dead_signals;
 
@@ -741,6 +742,10 @@ void loop_unref(tend_loop *l) {
                 l->refs--;
 }
 
+uint32_t loop_round(const tend_loop *l) {
+        return l->dispatch_depth > 0 ? l->round : 0;
+}
+
 int loop_after_dispatch(tend_loop *l, void (*fn)(void *arg), void *arg) {
         if (l->dispatch_depth == 0)
                 return -EAGAIN;
@@ -792,6 +797,8 @@ TEND_PUBLIC int tend_loop_run_once(tend_loop *l, uint64_t timeout_usec) {
                  * precise deadline use a timer.) */
         }
         l->dispatch_depth++;
+        if (l->dispatch_depth == 1 && ++l->round == 0)
+                l->round = 1; /* 0 means "not dispatching" */
         for (int i = 0; i < n; i++) {
                 enum source_kind *kind = events[i].data.ptr;
                 if (*kind == SOURCE_TIMERFD) {

@@ -845,6 +845,68 @@ static void test_cgroup_exit_then_leftover_ends(void **state) {
         assert_int_equal(f->empty_calls, 1);
 }
 
+/* Within one round of the loop, an empty answer from cgroup.events serves later questions
+ * (a supervised service's restart asks three times), until something is spawned into the
+ * group; outside the loop's dispatch every question reads. */
+unsigned long group_events_reads(void); /* lib/internal.h */
+
+struct round_check {
+        struct fx *f;
+        int exits;
+        unsigned long at_exit, after_two, after_spawn;
+        bool e1, e2, e3;
+        tend_proc *again;
+};
+
+static void on_exit_ask_again(tend_proc *p, int err, const struct tend_exit *ex, void *ud) {
+        (void)p, (void)err, (void)ex;
+        struct round_check *c = ud;
+        c->exits++;
+        c->at_exit = group_events_reads();
+        c->e1 = tend_group_empty(c->f->g);
+        c->e2 = tend_group_empty(c->f->g);
+        c->after_two = group_events_reads();
+        /* A child spawned in whose handle goes at once: no live handle stands for it, so
+         * only the spawn itself can have made the group forget that it was empty. */
+        struct fx *f = c->f;
+        pid_t pid = spawn_helper(f, "sleep-forever", NULL, &c->again);
+        hold_pidfd(f, pid);
+        f->n_procs--; /* the fixture must not free it again */
+        c->again = tend_proc_free(c->again);
+        c->e3 = tend_group_empty(f->g);
+        c->after_spawn = group_events_reads();
+}
+
+static void test_cgroup_empty_answer_lasts_the_round(void **state) {
+        struct fx *f = *state;
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        struct round_check c = { .f = f };
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        tend_proc_on_exit(p, on_exit_ask_again, &c);
+        assert_int_equal(tend_proc_signal(p, SIGKILL), 0);
+        uint64_t end = tend_now_usec() + WAIT_USEC;
+        while (!c.exits) {
+                if (tend_now_usec() > end)
+                        fail_msg("no exit callback");
+                assert_true(tend_loop_run_once(f->loop, 200u * 1000u) >= 0);
+        }
+        assert_true(c.e1);
+        assert_true(c.e2);
+        assert_int_equal(c.after_two - c.at_exit, 1); /* one read for both */
+        assert_false(c.e3);                           /* the spawn forgot the answer */
+        assert_int_equal(c.after_spawn - c.after_two, 1);
+        assert_int_equal(tend_group_members(f->g, NULL, 0), 1);
+
+        /* Its end comes through the cgroup.events watch set up after the round. */
+        assert_int_equal(pidfd_kill(f->pidfds[0]), 0);
+        run_until(f, &f->empty_calls);
+        unsigned long before = group_events_reads();
+        assert_true(tend_group_empty(f->g));
+        assert_true(tend_group_empty(f->g));
+        assert_int_equal(group_events_reads() - before, 2); /* outside a round: each reads */
+}
+
 /* tend_group_stop (ladder.c) waits for the group through its empty listeners: a member that
  * ignores TERM takes the ladder to its KILL step; the stop callback frees the group. */
 struct stop_result {
@@ -1189,6 +1251,7 @@ static const struct CMUnitTest tests[] = {
         T(test_cgroup_free_in_exit_callback),
         T(test_cgroup_removed_in_exit_callback),
         T(test_cgroup_exit_then_leftover_ends),
+        T(test_cgroup_empty_answer_lasts_the_round),
         T(test_pgroup_free_in_on_empty),
         T(test_cgroup_stop_ladder),
         T(test_cgroup_no_fd_while_a_handle_lives),
