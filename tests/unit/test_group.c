@@ -777,7 +777,16 @@ static void on_exit_remove_group(tend_proc *p, int err, const struct tend_exit *
         o->removed = tend_group_remove_if_empty(o->f->g);
 }
 
-static void run_until_exit(struct fx *f, struct exit_order *o) {
+/* A cgroup group with one child whose exit callback is cb; the child is ended with SIGTERM
+ * and the loop run until cb has run. */
+static void end_child_with(struct fx *f, struct exit_order *o, tend_exit_cb cb) {
+        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
+        o->f = f;
+        snprintf(o->path, sizeof o->path, "%s", tend_group_path(f->g));
+        tend_proc *p = NULL;
+        spawn_helper(f, "sleep-forever", NULL, &p);
+        tend_proc_on_exit(p, cb, o);
+        assert_int_equal(tend_proc_signal(p, SIGTERM), 0);
         uint64_t end = tend_now_usec() + WAIT_USEC;
         while (!o->exits) {
                 if (tend_now_usec() > end)
@@ -790,14 +799,8 @@ static void run_until_exit(struct fx *f, struct exit_order *o) {
  * no empty event is delivered for it. */
 static void test_cgroup_free_in_exit_callback(void **state) {
         struct fx *f = *state;
-        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
-        struct exit_order o = { .f = f };
-        snprintf(o.path, sizeof o.path, "%s", tend_group_path(f->g));
-        tend_proc *p = NULL;
-        spawn_helper(f, "sleep-forever", NULL, &p);
-        tend_proc_on_exit(p, on_exit_free_group, &o);
-        assert_int_equal(tend_proc_signal(p, SIGTERM), 0);
-        run_until_exit(f, &o);
+        struct exit_order o = { 0 };
+        end_child_with(f, &o, on_exit_free_group);
         assert_null(f->g);
         assert_int_equal(tend_loop_run_once(f->loop, 0) >= 0, 1);
         assert_int_equal(f->empty_calls, 0);
@@ -809,14 +812,8 @@ static void test_cgroup_free_in_exit_callback(void **state) {
  * once, after the exit callback and from the loop. */
 static void test_cgroup_removed_in_exit_callback(void **state) {
         struct fx *f = *state;
-        new_group(f, TEND_GROUP_REQUIRE_CGROUP, NULL);
-        struct exit_order o = { .f = f };
-        snprintf(o.path, sizeof o.path, "%s", tend_group_path(f->g));
-        tend_proc *p = NULL;
-        spawn_helper(f, "sleep-forever", NULL, &p);
-        tend_proc_on_exit(p, on_exit_remove_group, &o);
-        assert_int_equal(tend_proc_signal(p, SIGTERM), 0);
-        run_until_exit(f, &o);
+        struct exit_order o = { 0 };
+        end_child_with(f, &o, on_exit_remove_group);
         assert_int_equal(o.removed, 1);
         assert_int_equal(o.empty_seen_at_exit, 0);
         run_until(f, &f->empty_calls);
