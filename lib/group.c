@@ -730,13 +730,14 @@ static int cg_events_read(tend_group *g, int fd) {
 }
 
 /* Seen empty earlier in this round of the loop, with nothing of ours spawned into it since:
- * still empty, without a read. Only our spawns (which forget the answer) can put a process
- * into an empty cgroup of ours; a process moved in from outside meanwhile is as if moved just
- * after that read. A supervised service's restart asks three times in one round (its stop,
- * its cleanup, the group's look after the round); the first answer serves all three. */
+ * still empty, without a read. Only our spawns and adoptions (group_cgroup_fd and
+ * group_proc_added forget the answer) can put a process into an empty cgroup of ours; one
+ * moved in from outside meanwhile is as if moved just after that read. A supervised
+ * service's restart asks three times in one round (its stop, its cleanup, the group's look
+ * after the round); the first answer serves all three. */
 static bool cg_known_empty(const tend_group *g) {
         uint32_t round = loop_round(g->loop);
-        return round != 0 && g->empty_round == round && g->n_live == 0 && g->dir_fd < 0;
+        return round != 0 && g->empty_round == round;
 }
 
 unsigned long group_events_reads(void) {
@@ -1293,30 +1294,20 @@ static int parse_populated(const char *text) {
  * open file reads it again. */
 static int events_fd_read(int fd) {
         char buf[256];
-        /* One pread from 0 is the usual whole read: kernfs makes the text in one go and
-         * hands it over in one call when it fits (21 bytes on 6.18), and a read from offset 0
-         * is what re-arms the notification. Read on only if the populated line came short. */
-        ssize_t first = io_pread(fd, buf, sizeof buf - 1, 0);
-        if (first < 0)
-                return (int)first;
-        buf[first] = '\0';
-        const char *line = strstr(buf, "populated ");
-        if (line && (line == buf || line[-1] == '\n') && strchr(line, '\n'))
-                return parse_populated(buf);
-        size_t used = (size_t)first;
+        size_t used = 0;
+        /* From offset 0, which is what re-arms the notification. kernfs makes the text in one
+         * go and hands it over in one call when it fits (21 bytes on 6.18): one pread, read
+         * on only while the populated line is not complete. */
         for (;;) {
-                if (used == sizeof buf - 1)
-                        break;
                 ssize_t n = io_pread(fd, buf + used, sizeof buf - 1 - used, (off_t)used);
                 if (n < 0)
                         return (int)n;
-                if (n == 0 || used + (size_t)n == sizeof buf - 1) {
-                        used += (size_t)n;
-                        break;
-                }
                 used += (size_t)n;
+                buf[used] = '\0';
+                const char *line = strstr(buf, "populated ");
+                if (n == 0 || used == sizeof buf - 1 || (line && strchr(line, '\n')))
+                        break;
         }
-        buf[used] = '\0';
         return parse_populated(buf);
 }
 
@@ -2293,13 +2284,14 @@ void group_proc_gone(tend_group *g) {
         /* Reaped in the loop's dispatch: look once the callbacks of this round have run.
          * Otherwise (freed while it runs, tend_proc_wait) now. The hold keeps the memory of a
          * group freed meanwhile until then. */
-        if (!g->settle_queued && loop_after_dispatch(g->loop, group_settle, g) == 0) {
+        if (g->settle_queued)
+                return;
+        if (loop_after_dispatch(g->loop, group_settle, g) == 0) {
                 g->settle_queued = true;
                 g->dispatching++;
                 return;
         }
-        if (!g->settle_queued)
-                cgroup_need_watch(g, false);
+        cgroup_need_watch(g, false);
 }
 
 /* Seen on 6.18: once cgroup.kill has been written to a cgroup, every later clone3() with
